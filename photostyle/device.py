@@ -1,0 +1,39 @@
+"""The one place that decides where tensors live and in which precision.
+
+CUDA when present, CPU otherwise; on CUDA, bf16 autocast and channels_last (tensor-core friendly);
+on CPU, fp32 (bf16 on CPUs without native support is slower and less exact).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+
+__all__ = ["resolve_device", "autocast", "memory_format"]
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None``/``"auto"`` picks CUDA when available; anything else is taken as given."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
+    return dev
+
+
+def memory_format(device: torch.device) -> torch.memory_format:
+    """channels_last on CUDA (faster convolutions with cuDNN); contiguous on CPU."""
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device) -> Iterator[None]:
+    """bf16 autocast on CUDA; a no-op on CPU."""
+    if device.type == "cuda":
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            yield
+    else:
+        yield

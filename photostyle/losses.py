@@ -1,0 +1,88 @@
+"""The four losses of Yao et al., each a small function, and their weights.
+
+* content -- VGG features of the output close to those of its input;
+* style -- Gram matrices of the output's VGG features close to those of the style photo;
+* cycle consistency -- c->s->c ~ c and s->c->s ~ s;
+* self consistency -- s->s ~ s and c->c ~ c.
+
+The last two are what keep results photorealistic: a network that must undo its own transfer, and
+leave a photo already in the target style alone, cannot invent or destroy structure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["LossConfig", "default_loss_config", "gram", "content_loss", "style_loss", "cycle_loss", "self_loss"]
+
+# Layers: Gatys et al. for VGG19 (the paper's loss network), Johnson et al. for VGG16.
+_LAYERS = {
+    "vgg19": (("relu4_2",), ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")),
+    "vgg16": (("relu2_2",), ("relu1_2", "relu2_2", "relu3_3", "relu4_3")),
+}
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Which VGG layers the losses use and how much each loss weighs."""
+
+    content_layers: tuple[str, ...]
+    style_layers: tuple[str, ...]
+    content_weight: float = 1.0
+    style_weight: float = 1.0
+    cycle_weight: float = 10.0
+    self_weight: float = 10.0
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(self.content_layers + self.style_layers))
+
+
+def default_loss_config(arch: str) -> LossConfig:
+    """Default layers for a loss-network architecture (``vgg19`` or ``vgg16``)."""
+    try:
+        content, style = _LAYERS[arch]
+    except KeyError:
+        raise ValueError(f"no default loss layers for {arch!r}; known: {', '.join(_LAYERS)}") from None
+    return LossConfig(content_layers=content, style_layers=style)
+
+
+def gram(features: torch.Tensor) -> torch.Tensor:
+    """Gram matrix of ``(B, C, H, W)`` features, normalised by C*H*W so it is size-independent."""
+    b, c, h, w = features.shape
+    f = features.reshape(b, c, h * w).float()
+    return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)
+
+
+def _relative_mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """MSE divided by the target's mean square: the same loss weights then suit any loss network,
+    whatever the scale of its features (ImageNet VGG, a converted Caffe VGG, random weights)."""
+    target = target.float()
+    return F.mse_loss(output.float(), target) / target.square().mean().clamp_min(1e-12)
+
+
+def content_loss(output: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor], layers: Sequence[str]) -> torch.Tensor:
+    """Relative squared distance between output and target features, averaged over ``layers``."""
+    return sum(_relative_mse(output[n], target[n].detach()) for n in layers) / len(layers)
+
+
+def style_loss(output: Mapping[str, torch.Tensor], target_grams: Mapping[str, torch.Tensor], layers: Sequence[str]) -> torch.Tensor:
+    """Relative squared distance between Gram matrices, averaged over ``layers``; the target Grams
+    (of a whole photo) are broadcast over the batch."""
+    return sum(
+        _relative_mse(gram(output[n]), target_grams[n].expand(output[n].shape[0], -1, -1)) for n in layers
+    ) / len(layers)
+
+
+def cycle_loss(reconstructed: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+    """L1 between a photo and its round trip through both styles."""
+    return F.l1_loss(reconstructed.float(), original.float())
+
+
+def self_loss(restyled: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+    """L1 between a photo and itself stylised into its own style."""
+    return F.l1_loss(restyled.float(), original.float())

@@ -1,0 +1,168 @@
+"""The frozen VGG that the losses look through.
+
+VGG19 is the paper's loss network, VGG16 the one of Johnson et al.'s perceptual losses. Weights:
+
+* ``"imagenet"`` (default) -- torchvision's ``IMAGENET1K_V1`` through torchvision's own loading
+  (its cache, its download). Air-gapped machines get an error that says how to pass a file.
+* a local path -- a state dict in torchvision's layout (``features.N.weight``), ``.safetensors``
+  or torchvision's ``.pth`` (read with ``weights_only=True``; never unpickled otherwise).
+* ``"random"`` -- a seeded random network for fast plumbing tests only. Never a silent fallback:
+  it is used only when asked for by name, and :attr:`LossNetwork.identity` says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import torch
+from torch import nn
+from torchvision import models
+
+__all__ = ["LossNetwork", "LossNetUnavailable", "load_loss_network", "ARCHES", "RANDOM"]
+
+log = logging.getLogger(__name__)
+
+ARCHES = ("vgg19", "vgg16")
+RANDOM = "random"
+_RANDOM_SEED = 0
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class LossNetUnavailable(RuntimeError):
+    """The requested loss-network weights cannot be had here."""
+
+
+def _layer_names(features: nn.Sequential) -> list[str]:
+    """torchvision index -> conventional names (conv1_1, relu1_1, ..., pool1, ...)."""
+    names, block, idx = [], 1, 1
+    for layer in features:
+        if isinstance(layer, nn.Conv2d):
+            names.append(f"conv{block}_{idx}")
+        elif isinstance(layer, nn.ReLU):
+            names.append(f"relu{block}_{idx}")
+            idx += 1
+        else:
+            names.append(f"pool{block}")
+            block, idx = block + 1, 1
+    return names
+
+
+class LossNetwork(nn.Module):
+    """VGG features up to the deepest requested layer, frozen, ImageNet-normalised inputs."""
+
+    def __init__(self, features: nn.Sequential, arch: str, layers: Sequence[str], identity: Mapping[str, str]) -> None:
+        super().__init__()
+        names = _layer_names(features)
+        unknown = [n for n in layers if n not in names]
+        if unknown:
+            raise ValueError(f"{arch} has no layer(s) {unknown}; known: {', '.join(n for n in names if n.startswith('relu'))}")
+        wanted = set(layers)
+        last = max(names.index(n) for n in layers)
+        for layer in features:
+            if isinstance(layer, nn.ReLU):
+                layer.inplace = False
+        self.features = features[: last + 1]
+        self.names = names[: last + 1]
+        self.wanted = wanted
+        self.arch = arch
+        self.identity = dict(identity)
+        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.requires_grad_(False)
+        self.eval()
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Features of RGB images in [0, 1] at every requested layer."""
+        x = (image - self.mean) / self.std
+        out: dict[str, torch.Tensor] = {}
+        for name, layer in zip(self.names, self.features):
+            x = layer(x)
+            if name in self.wanted:
+                out[name] = x
+        return out
+
+    def train(self, mode: bool = True) -> "LossNetwork":  # frozen: always eval (no dropout/bn anyway)
+        return super().train(False)
+
+
+_TORCHVISION_CFG = {"vgg19": "E", "vgg16": "D"}
+_IMAGENET = {"vgg19": models.VGG19_Weights.IMAGENET1K_V1, "vgg16": models.VGG16_Weights.IMAGENET1K_V1}
+
+
+def _features(arch: str) -> nn.Sequential:
+    """VGG's convolutional part only (no 100M-parameter classifier to build and throw away)."""
+    if arch not in ARCHES:
+        raise ValueError(f"unknown loss network {arch!r}; choose one of {', '.join(ARCHES)}")
+    return models.vgg.make_layers(models.vgg.cfgs[_TORCHVISION_CFG[arch]], batch_norm=False)
+
+
+def _load_features(features: nn.Sequential, state: Mapping[str, torch.Tensor], source: str, arch: str) -> None:
+    prefix = "features."
+    wanted = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    missing = [k for k in features.state_dict() if k not in wanted]
+    if missing:
+        raise LossNetUnavailable(
+            f"loss-network weights {source!r} do not fit {arch}: missing {prefix}{missing[0]} "
+            f"(and {len(missing) - 1} more); expected torchvision's layout"
+        )
+    try:
+        features.load_state_dict({k: wanted[k] for k in features.state_dict()})
+    except RuntimeError as exc:
+        raise LossNetUnavailable(f"loss-network weights {source!r} do not fit {arch}: {exc}") from exc
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise LossNetUnavailable(f"loss-network weights {str(path)!r}: no such file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad file
+        raise LossNetUnavailable(f"loss-network weights {str(path)!r}: not a torchvision state dict ({exc})") from exc
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_loss_network(
+    arch: str = "vgg19", weights: str | Path | None = "imagenet", *, layers: Sequence[str]
+) -> LossNetwork:
+    """Build the frozen loss network ``arch`` with ``weights`` (see module doc) and ``layers``."""
+    features = _features(arch)
+    if weights is None or weights == "imagenet":
+        imagenet = _IMAGENET[arch]
+        try:
+            state = imagenet.get_state_dict(progress=False)
+        except Exception as exc:
+            raise LossNetUnavailable(
+                f"cannot load torchvision's ImageNet {arch} weights ({type(exc).__name__}: {exc}). "
+                f"On a machine without internet, pass a state dict in torchvision's layout: "
+                f"`--vgg-weights PATH_OR_URI` on the command line, or weights='/path/{arch}.safetensors' "
+                f"(or torchvision's .pth) in Python; weights='random' only for plumbing tests."
+            ) from exc
+        _load_features(features, state, imagenet.url, arch)
+        identity = {"arch": arch, "weights": f"torchvision:{imagenet.name}", "url": imagenet.url}
+    elif weights == RANDOM:
+        log.warning("using a RANDOM-weight %s loss network: fine for plumbing tests, meaningless for quality", arch)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_RANDOM_SEED)
+            features = _features(arch)
+        identity = {"arch": arch, "weights": RANDOM, "seed": str(_RANDOM_SEED)}
+    else:
+        path = Path(weights)
+        _load_features(features, _read_state_dict(path), str(path), arch)
+        identity = {"arch": arch, "weights": f"file:{path.name}", "sha256": _sha256(path)}
+    return LossNetwork(features, arch, layers, identity)

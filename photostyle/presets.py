@@ -1,0 +1,50 @@
+"""Network sizes: the paper's and a small one that trains on two CPU cores in minutes.
+
+One place for every architecture number. ``paper`` is Johnson et al.'s transformation network
+(which Yao et al. build on) with conditional instance norm; ``lite`` was chosen by measurement on a
+2-core CPU (see README, "Numbers: paper or ours").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["NetConfig", "PRESETS", "get_preset"]
+
+Head = Literal["rgb", "affine"]
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """Architecture of a style network (what a base's weights need to be rebuilt)."""
+
+    channels: tuple[int, int, int] = (32, 64, 128)  # full, 1/2 and 1/4 resolution widths
+    residual_blocks: int = 5
+    outer_kernel: int = 9  # kernel of the first and last convolutions
+    head: Head = "rgb"  # "rgb": the net paints pixels; "affine": it predicts local colour transforms
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "NetConfig":
+        raw = json.loads(text)
+        raw["channels"] = tuple(raw["channels"])
+        return cls(**raw)
+
+
+PRESETS: dict[str, NetConfig] = {
+    "paper": NetConfig(channels=(32, 64, 128), residual_blocks=5, outer_kernel=9, head="rgb"),
+    "lite": NetConfig(channels=(16, 32, 64), residual_blocks=3, outer_kernel=5, head="affine"),
+}
+
+
+def get_preset(name: str) -> NetConfig:
+    """Look up a preset by name; unknown names list the known ones."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}") from None

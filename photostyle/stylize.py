@@ -1,0 +1,130 @@
+"""Stylising photos of any size with a trained base and style.
+
+Photos up to ``max_untiled_pixels`` go through the network in one piece. Larger ones go in
+overlapping tiles, each extended by a context margin that is cut away afterwards, and blended with
+linear ramps in the overlaps. Instance normalisation is the catch: each tile alone would be
+normalised with its *own* statistics and come out in a different tone. So the statistics of every
+norm layer are first recorded on the whole photo (downscaled to fit ``stats_pixels``, which defaults
+to ``max_untiled_pixels``) and every tile is normalised with those; the seams then vanish.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from photostyle import device as devices
+from photostyle.imageio import to_image, to_tensor
+from photostyle.model import Base, Style, build_net
+from photostyle.norm import shared_statistics
+
+__all__ = ["Stylizer", "stylize"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_UNTILED_PIXELS = 4_194_304  # 2048 x 2048: a few GB of activations for the paper net
+
+
+class Stylizer:
+    """One style, loaded once on a device; call it on photos (PIL) or tensors of any size."""
+
+    def __init__(
+        self,
+        base: Base,
+        style: Style,
+        *,
+        device: str | torch.device | None = None,
+        max_untiled_pixels: int = DEFAULT_MAX_UNTILED_PIXELS,
+        stats_pixels: int | None = None,
+        tile_size: int = 1024,
+        tile_overlap: int = 64,
+        tile_margin: int = 32,
+    ) -> None:
+        if tile_overlap < 0 or tile_margin < 0 or tile_size <= tile_overlap:
+            raise ValueError(f"bad tiling: size {tile_size}, overlap {tile_overlap}, margin {tile_margin}")
+        self.device = devices.resolve_device(device)
+        self._format = devices.memory_format(self.device)
+        self.net = build_net(base, [style]).to(self.device, memory_format=self._format).eval()
+        self.max_untiled_pixels = max_untiled_pixels
+        self.stats_pixels = stats_pixels or max_untiled_pixels
+        self.tile_size, self.tile_overlap, self.tile_margin = tile_size, tile_overlap, tile_margin
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        """Stylise an RGB photo; the result has the same size."""
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        return to_image(self.tensor(to_tensor(image).unsqueeze(0))[0])
+
+    @torch.inference_mode()
+    def tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """Stylise ``(1, 3, H, W)`` in [0, 1]; returns a CPU float tensor of the same shape, clamped."""
+        h, w = x.shape[-2:]
+        x = x.to(self.device)
+        if h * w <= self.max_untiled_pixels:
+            out = self._run(x)
+        else:
+            out = self._tiled(x)
+        return out.float().clamp_(0, 1).cpu()
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        with devices.autocast(self.device):
+            return self.net(x.contiguous(memory_format=self._format), 0).float()
+
+    def _tiled(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        scale = min(1.0, (self.stats_pixels / (h * w)) ** 0.5)
+        small = x if scale == 1.0 else F.interpolate(x, size=(max(1, int(h * scale)), max(1, int(w * scale))), mode="area")
+        with shared_statistics(self.net) as stats:
+            self._run(small)
+        out = torch.zeros((1, 3, h, w), device=self.device)
+        weight = torch.zeros((1, 1, h, w), device=self.device)
+        m = self.tile_margin
+        with shared_statistics(self.net, stats):
+            for top, left, th, tw in _tiles(h, w, self.tile_size, self.tile_overlap):
+                t0, l0 = max(0, top - m), max(0, left - m)
+                t1, l1 = min(h, top + th + m), min(w, left + tw + m)
+                tile = self._run(x[..., t0:t1, l0:l1])[..., top - t0 : top - t0 + th, left - l0 : left - l0 + tw]
+                ramp = _ramp(th, tw, top, left, h, w, self.tile_overlap, x.device)
+                out[..., top : top + th, left : left + tw] += tile * ramp
+                weight[..., top : top + th, left : left + tw] += ramp
+        log.debug("stylised %dx%d in tiles of %d", w, h, self.tile_size)
+        return out / weight
+
+
+def _tiles(h: int, w: int, size: int, overlap: int) -> Iterator[tuple[int, int, int, int]]:
+    """(top, left, height, width) of tiles covering an h x w image, overlapping by ``overlap``."""
+    def starts(n: int) -> list[int]:
+        if n <= size:
+            return [0]
+        step = size - overlap
+        pos = list(range(0, n - size, step))
+        return pos + [n - size]
+
+    for top in starts(h):
+        for left in starts(w):
+            yield top, left, min(size, h), min(size, w)
+
+
+def _ramp(th: int, tw: int, top: int, left: int, h: int, w: int, overlap: int, device: torch.device) -> torch.Tensor:
+    """Blend weights: rising linearly over ``overlap`` pixels on edges shared with other tiles."""
+    def axis(n: int, start: int, total: int) -> torch.Tensor:
+        r = torch.ones(n, device=device)
+        if overlap > 0:
+            ramp = (torch.arange(overlap, device=device, dtype=torch.float32) + 1) / (overlap + 1)
+            k = min(overlap, n)
+            if start > 0:
+                r[:k] = torch.minimum(r[:k], ramp[:k])
+            if start + n < total:
+                r[n - k :] = torch.minimum(r[n - k :], ramp[:k].flip(0))
+        return r
+
+    return (axis(th, top, h)[:, None] * axis(tw, left, w)[None, :])[None, None]
+
+
+def stylize(base: Base, style: Style, image: Image.Image, *, device: str | torch.device | None = None) -> Image.Image:
+    """Stylise one photo (convenience for notebooks; build a :class:`Stylizer` to reuse the model)."""
+    return Stylizer(base, style, device=device)(image)

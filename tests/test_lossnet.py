@@ -1,0 +1,64 @@
+import urllib.error
+
+import pytest
+import torch
+
+from photostyle import LossNetUnavailable, load_loss_network
+from tests.photos import HED_VGG16, HED_VGG16_SHA256
+
+
+def test_trained_vgg16_loads_from_a_local_safetensors_file():
+    net = load_loss_network("vgg16", HED_VGG16, layers=("relu1_2", "relu3_3"))
+    assert net.identity == {"arch": "vgg16", "weights": f"file:{HED_VGG16.name}", "sha256": HED_VGG16_SHA256}
+    feats = net(torch.rand(1, 3, 32, 32))
+    assert set(feats) == {"relu1_2", "relu3_3"}
+    assert feats["relu3_3"].shape == (1, 256, 8, 8)
+    assert not any(p.requires_grad for p in net.parameters())
+    assert len(net.features) == 16  # cut after relu3_3
+
+
+def test_torchvision_pth_is_read_with_weights_only(tmp_path):
+    from safetensors.torch import load_file
+
+    pth = tmp_path / "vgg16.pth"
+    torch.save(load_file(str(HED_VGG16)), pth)
+    a = load_loss_network("vgg16", pth, layers=("relu2_2",))
+    b = load_loss_network("vgg16", HED_VGG16, layers=("relu2_2",))
+    x = torch.rand(1, 3, 20, 20)
+    assert torch.equal(a(x)["relu2_2"], b(x)["relu2_2"])
+
+
+def test_random_is_seeded_and_recorded_as_random():
+    a = load_loss_network("vgg19", "random", layers=("relu1_1",))
+    b = load_loss_network("vgg19", "random", layers=("relu1_1",))
+    assert a.identity["weights"] == "random"
+    assert torch.equal(a.features[0].weight, b.features[0].weight)
+
+
+def test_offline_imagenet_weights_fail_with_instructions(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(LossNetUnavailable, match=r"ImageNet vgg19.*--vgg-weights.*'random' only for plumbing"):
+        load_loss_network("vgg19", layers=("relu1_1",))
+
+
+def test_missing_or_wrong_weights_files_are_named(tmp_path):
+    with pytest.raises(LossNetUnavailable, match="nope.safetensors.*no such file"):
+        load_loss_network("vgg16", tmp_path / "nope.safetensors", layers=("relu1_1",))
+    with pytest.raises(LossNetUnavailable, match="do not fit vgg19"):
+        load_loss_network("vgg19", HED_VGG16, layers=("relu1_1",))
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(LossNetUnavailable, match="junk.pth.*not a torchvision state dict"):
+        load_loss_network("vgg16", junk, layers=("relu1_1",))
+
+
+def test_unknown_arch_and_layer_are_refused():
+    with pytest.raises(ValueError, match="unknown loss network 'resnet'"):
+        load_loss_network("resnet", "random", layers=("relu1_1",))
+    with pytest.raises(ValueError, match=r"no layer\(s\) \['relu9_9'\]"):
+        load_loss_network("vgg16", "random", layers=("relu9_9",))

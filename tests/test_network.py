@@ -1,0 +1,59 @@
+import pytest
+import torch
+
+from photostyle import PRESETS, StyleNet, get_preset
+from photostyle.model import split_net
+
+
+def _randomised(net: StyleNet, seed: int = 0) -> StyleNet:
+    """Every parameter random (a fresh affine head is the identity, which would hide bugs)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2 + (1.0 if p.ndim == 2 else 0.0))
+    return net
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("size", [(17, 31), (64, 97), (5, 7), (128, 128), (3, 200)])
+def test_output_size_equals_input_at_odd_sizes(preset, size):
+    net = StyleNet(get_preset(preset), num_styles=2).eval()
+    x = torch.rand(2, 3, *size)
+    with torch.no_grad():
+        y = net(x, torch.tensor([0, 1]))
+    assert y.shape == x.shape
+    assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_mixed_style_batch_equals_per_style_calls(preset):
+    net = _randomised(StyleNet(get_preset(preset), num_styles=3)).eval()
+    x = torch.rand(4, 3, 40, 52)
+    styles = torch.tensor([2, 0, 1, 2])
+    with torch.no_grad():
+        mixed = net(x, styles)
+        single = torch.cat([net(x[i : i + 1], int(s)) for i, s in enumerate(styles)])
+        assert not torch.allclose(net(x[:1], 0), net(x[:1], 1))  # the styles do differ
+    torch.testing.assert_close(mixed, single, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_a_style_is_under_one_percent_of_the_base(preset):
+    base, styles = split_net(StyleNet(get_preset(preset), num_styles=2))
+    assert len(styles) == 2
+    assert styles[0].num_parameters < 0.01 * base.num_parameters
+    assert all(name.endswith((".gamma", ".beta")) for name in styles[0].tensors)
+    assert not any(name.endswith((".gamma", ".beta")) for name in base.tensors)
+
+
+def test_unknown_preset_is_refused_by_name():
+    with pytest.raises(ValueError, match="'huge'.*lite.*paper"):
+        get_preset("huge")
+
+
+def test_style_index_out_of_range_is_refused():
+    net = StyleNet(get_preset("lite"), num_styles=2)
+    with pytest.raises(ValueError, match="out of range"):
+        net(torch.rand(1, 3, 16, 16), 2)
+    with pytest.raises(ValueError, match="batch size"):
+        net(torch.rand(2, 3, 16, 16), torch.tensor([0, 1, 0]))

@@ -1,0 +1,76 @@
+import dataclasses
+
+import pytest
+import torch
+
+from photostyle import StylePair, Stylizer, TrainConfig, train_pair, train_style
+from photostyle.model import identity_style
+from tests.photos import HED_VGG16, content, open_rgb, style
+
+PLUMBING = TrainConfig(preset="lite", iterations=3, crop=32, train_side=64, loss_net="vgg16", loss_weights="random", log_every=1)
+
+
+@pytest.fixture(scope="module")
+def photos():
+    return open_rgb(content(2), 256), open_rgb(style(2), 256)
+
+
+@pytest.fixture(scope="module")
+def pair(photos) -> StylePair:
+    return train_pair(*photos, PLUMBING)
+
+
+def test_train_pair_returns_a_base_two_styles_and_a_report(pair):
+    fresh = identity_style(pair.base.config)
+    for look in (pair.style, pair.reverse):
+        assert look.tensors.keys() == fresh.tensors.keys()
+        assert any(not torch.equal(look.tensors[k], fresh.tensors[k]) for k in fresh.tensors)
+    assert any(not torch.equal(pair.style.tensors[k], pair.reverse.tensors[k]) for k in fresh.tensors)
+    report = pair.report
+    assert report.iterations == 3 and len(report.history) == 3
+    assert set(report.final_losses) == {"total", "content", "style", "cycle", "self"}
+    assert report.loss_network["weights"] == "random"
+    assert report.config["crop"] == 32 and report.config["preset"] == "lite"
+    assert report.seconds > 0
+
+
+def test_seeded_training_is_reproducible_on_cpu(photos, pair):
+    again = train_pair(*photos, PLUMBING)
+    assert all(torch.equal(pair.base.tensors[k], again.base.tensors[k]) for k in pair.base.tensors)
+    other = train_pair(*photos, dataclasses.replace(PLUMBING, seed=1))
+    assert any(not torch.equal(pair.base.tensors[k], other.base.tensors[k]) for k in pair.base.tensors)
+
+
+def test_train_style_trains_norms_only_and_leaves_the_base_bit_identical(photos, pair):
+    before = {k: v.clone() for k, v in pair.base.tensors.items()}
+    new = train_style(pair.base, *reversed(photos), PLUMBING)
+    assert new.base is pair.base
+    assert all(torch.equal(before[k], pair.base.tensors[k]) for k in before)
+    fresh = identity_style(pair.base.config)
+    assert any(not torch.equal(new.style.tensors[k], fresh.tensors[k]) for k in fresh.tensors)
+    Stylizer(new.base, new.style)(photos[0])  # the new style runs on the old base
+
+
+def test_train_style_defaults_to_half_the_iterations():
+    cfg = TrainConfig(preset="lite")
+    assert cfg.resolved(style_only=True).iterations == cfg.resolved().iterations // 2
+
+
+def test_bad_settings_are_refused(photos):
+    with pytest.raises(ValueError, match="unknown preset 'big'"):
+        train_pair(*photos, TrainConfig(preset="big"))
+    with pytest.raises(ValueError, match="iterations must be >= 1"):
+        train_pair(*photos, dataclasses.replace(PLUMBING, iterations=0))
+    with pytest.raises(ValueError, match="crop must be >= 16"):
+        train_pair(*photos, dataclasses.replace(PLUMBING, crop=8))
+
+
+def test_losses_fall_on_a_real_pair_with_the_trained_vgg16(photos):
+    cfg = TrainConfig(
+        preset="lite", iterations=40, crop=64, train_side=128, loss_net="vgg16", loss_weights=str(HED_VGG16), log_every=5
+    )
+    history = train_pair(*photos, cfg).report.history
+    first = sum(h["total"] for h in history[:2]) / 2
+    last = sum(h["total"] for h in history[-2:]) / 2
+    assert last < 0.7 * first, [round(h["total"], 3) for h in history]
+    assert history[-1]["style"] < history[0]["style"]
