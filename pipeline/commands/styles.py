@@ -1,0 +1,77 @@
+"""``pst-pipeline styles``: what the store holds, for people and for scripts (``--json``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any
+
+import click
+
+from pipeline.catalog import Catalog
+from pipeline.commands.errors import reported
+from pipeline.commands.options import store_option
+from pipeline.names import InvalidName
+from pipeline.storage import resolve_store
+
+__all__ = ["styles"]
+
+
+@click.group()
+def styles() -> None:
+    """Trained styles in the store."""
+
+
+@styles.command("list")
+@store_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
+def list_styles(store: str | None, as_json: bool) -> None:
+    """Every style with its latest version, base, creation time and size."""
+    uri = resolve_store(store)
+    with reported(uri):
+        infos = Catalog(uri).list_styles()
+    if as_json:
+        click.echo(json.dumps([asdict(i) for i in infos], indent=2))
+        return
+    if not infos:
+        click.echo(f"no styles in {uri}", err=True)
+        return
+    rows = [("NAME", "VERSION", "BASE", "CREATED", "SIZE")]
+    rows += [(i.name, i.version, i.base_id, i.created, _human_size(i.size)) for i in infos]
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    for r in rows:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+
+
+@styles.command("show")
+@click.argument("spec", metavar="NAME[@VERSION]")
+@store_option
+@click.option("--json", "as_json", is_flag=True, help="The meta.json as is, for scripts.")
+def show_style(spec: str, store: str | None, as_json: bool) -> None:
+    """The recorded meta of one style version (the latest when no version is given)."""
+    uri = resolve_store(store)
+    with reported(uri):
+        catalog = Catalog(uri)
+        try:
+            ref = catalog.resolve(spec)
+        except InvalidName as exc:
+            raise click.BadParameter(str(exc), param_hint="NAME[@VERSION]") from exc
+        meta = catalog.style_meta(ref)
+    if as_json:
+        click.echo(json.dumps(meta, indent=2, sort_keys=True))
+        return
+    width = max(map(len, meta))
+    for key in sorted(meta):
+        click.echo(f"{key.ljust(width)}  {_plain(meta[key])}")
+
+
+def _plain(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def _human_size(size: int) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if size < 1024:
+            return f"{size} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"

@@ -1,0 +1,237 @@
+"""Every Parquet manifest the pipeline reads or writes: their schemas, validation, and I/O.
+
+- The **pairs manifest** is ``train``'s input: one style to train per row (``content``, ``style``
+  photo URIs and the style ``name``). It is validated whole before any training starts, so a typo
+  in row 900 does not surface after hours of work.
+- The **outputs manifest** is ``apply``'s record of what it did, one row per input photo per
+  attempt, in part files under ``<output>/_manifest/``. Part files are written whole and never
+  appended to, so concurrent or crashed runs cannot corrupt each other; "what is done" is derived
+  from all parts with Arrow compute, so it scales to millions of rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from pipeline.names import InvalidName, validate_name
+from pipeline.storage import filesystem, join, uri_of, write_exclusive
+
+__all__ = [
+    "MANIFEST_DIR",
+    "OUTPUTS_SCHEMA",
+    "PAIRS_SCHEMA",
+    "STATUS_ERROR",
+    "STATUS_OK",
+    "ManifestError",
+    "done_filter",
+    "done_inputs",
+    "pending",
+    "read_outputs",
+    "read_pairs",
+    "write_outputs_part",
+]
+
+log = logging.getLogger(__name__)
+
+PAIRS_SCHEMA = pa.schema(
+    [
+        pa.field("content", pa.string(), nullable=False),
+        pa.field("style", pa.string(), nullable=False),
+        pa.field("name", pa.string(), nullable=False),
+    ]
+)
+
+STATUS_OK = "ok"
+STATUS_ERROR = "error"
+MANIFEST_DIR = "_manifest"
+
+OUTPUTS_SCHEMA = pa.schema(
+    [
+        pa.field("input_uri", pa.string(), nullable=False),
+        pa.field("output_uri", pa.string()),  # null when status is "error"
+        pa.field("style", pa.string(), nullable=False),
+        pa.field("style_version", pa.string(), nullable=False),
+        pa.field("base_id", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("error", pa.string()),  # null when status is "ok"
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("seconds", pa.float64()),
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("finished_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
+)
+
+_PART_PREFIX = "part-"
+_PART_SUFFIX = ".parquet"
+
+
+class ManifestError(ValueError):
+    """A manifest that is missing, unreadable or invalid; the message names the file (and the
+    row) and the problem."""
+
+
+# ---- pairs manifest ---------------------------------------------------------------------
+def read_pairs(uri: str) -> pa.Table:
+    """Read and validate a pairs manifest. Extra columns are kept (and ignored by ``train``).
+
+    Refused, naming the file and row (counted from 1): missing required columns, non-string
+    columns, no rows, empty values, invalid or duplicate names."""
+    fs, path = filesystem(uri)
+    try:
+        table = pq.read_table(path, filesystem=fs)
+    except FileNotFoundError as exc:
+        raise ManifestError(f"pairs manifest {uri}: no such file") from exc
+    except (pa.ArrowException, OSError) as exc:
+        raise ManifestError(f"pairs manifest {uri}: not a readable Parquet file ({exc})") from exc
+
+    missing = [f.name for f in PAIRS_SCHEMA if f.name not in table.column_names]
+    if missing:
+        raise ManifestError(
+            f"pairs manifest {uri}: missing column(s) {', '.join(missing)} "
+            f"(required: {', '.join(PAIRS_SCHEMA.names)}; found: {', '.join(table.column_names) or 'none'})"
+        )
+    for field in PAIRS_SCHEMA:
+        column = table.column(field.name)
+        if not _is_string_like(column.type):
+            raise ManifestError(f"pairs manifest {uri}: column {field.name!r} must hold strings, not {column.type}")
+        table = table.set_column(table.schema.get_field_index(field.name), field.name, column.cast(pa.string()))
+    if table.num_rows == 0:
+        raise ManifestError(f"pairs manifest {uri}: no rows (nothing to train)")
+
+    def row(i: int) -> str:
+        return f"pairs manifest {uri}: row {i + 1} of {table.num_rows}"
+
+    for field in PAIRS_SCHEMA:
+        column = table[field.name]
+        first = pc.index(pc.or_kleene(pc.is_null(column), pc.equal(pc.utf8_length(column), 0)), True).as_py()
+        if first >= 0:
+            raise ManifestError(f"{row(first)}: empty {field.name!r}")
+    first_row: dict[str, int] = {}
+    for i, name in enumerate(table["name"].to_pylist()):
+        try:
+            validate_name(name)
+        except InvalidName as exc:
+            raise ManifestError(f"{row(i)}: {exc}") from exc
+        if name in first_row:
+            raise ManifestError(f"{row(i)}: duplicate name {name!r} (first at row {first_row[name] + 1})")
+        first_row[name] = i
+    return table
+
+
+def _is_string_like(t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+# ---- outputs manifest -------------------------------------------------------------------
+def write_outputs_part(output_uri: str, rows: pa.Table | Iterable[Mapping[str, Any]]) -> str:
+    """Write one run's rows as a new part file under ``<output>/_manifest/``; returns its URI.
+
+    The rows must share one ``run_id`` (it names the file). The file is created whole and
+    exclusively, never appended to or replaced."""
+    table = _conform_outputs(rows, output_uri)
+    run_ids = pc.unique(table["run_id"]).to_pylist()
+    if len(run_ids) != 1:
+        raise ManifestError(f"outputs manifest {output_uri}: one part holds one run, got run ids {run_ids}")
+    try:
+        run_id = validate_name(run_ids[0], what="run id")
+    except InvalidName as exc:
+        raise ManifestError(f"outputs manifest {output_uri}: {exc}") from exc
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    fs, root = filesystem(output_uri)
+    path = join(root, MANIFEST_DIR, f"{_PART_PREFIX}{run_id}-{uuid.uuid4().hex}{_PART_SUFFIX}")
+    write_exclusive(fs, path, sink.getvalue().to_pybytes())
+    log.info("wrote %d manifest rows to %s", table.num_rows, uri_of(fs, path))
+    return uri_of(fs, path)
+
+
+def _conform_outputs(rows: pa.Table | Iterable[Mapping[str, Any]], output_uri: str) -> pa.Table:
+    """Rows as a table of exactly OUTPUTS_SCHEMA, refusing anything that would make the
+    manifest lie (missing fields, unknown status, ok without output, error without message)."""
+    where = f"outputs manifest {output_uri}"
+    try:
+        if isinstance(rows, pa.Table):
+            extra = sorted(set(rows.column_names) - set(OUTPUTS_SCHEMA.names))
+            if extra:
+                raise ManifestError(f"{where}: unknown column(s) {', '.join(extra)}")
+            missing = [n for n in OUTPUTS_SCHEMA.names if n not in rows.column_names]
+            if missing:
+                raise ManifestError(f"{where}: missing column(s) {', '.join(missing)}")
+            table = rows.select(OUTPUTS_SCHEMA.names).cast(OUTPUTS_SCHEMA)
+        else:
+            table = pa.Table.from_pylist(list(rows), schema=OUTPUTS_SCHEMA)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise ManifestError(f"{where}: rows do not fit the outputs schema ({exc})") from exc
+    if table.num_rows == 0:
+        raise ManifestError(f"{where}: no rows to write")
+    for field in OUTPUTS_SCHEMA:
+        if not field.nullable and table[field.name].null_count:
+            raise ManifestError(f"{where}: {table[field.name].null_count} row(s) without {field.name!r}")
+    status = table["status"]
+    if not pc.all(pc.is_in(status, value_set=pa.array([STATUS_OK, STATUS_ERROR]))).as_py():
+        got = pc.unique(status).to_pylist()
+        raise ManifestError(f"{where}: status must be {STATUS_OK!r} or {STATUS_ERROR!r}, got {got}")
+    if pc.any(pc.and_(pc.equal(status, STATUS_OK), pc.is_null(table["output_uri"]))).as_py():
+        raise ManifestError(f"{where}: a row with status {STATUS_OK!r} has no output_uri")
+    if pc.any(pc.and_(pc.equal(status, STATUS_ERROR), pc.is_null(table["error"]))).as_py():
+        raise ManifestError(f"{where}: a row with status {STATUS_ERROR!r} has no error message")
+    return table
+
+
+def read_outputs(
+    output_uri: str, *, columns: list[str] | None = None, filter: pc.Expression | None = None
+) -> pa.Table:
+    """All part files' rows (only ``columns``, only rows matching ``filter``: both pushed down to
+    the scan, so memory follows the result, not the manifest). Empty when nothing was written."""
+    fs, root = filesystem(output_uri)
+    directory = join(root, MANIFEST_DIR)
+    fs.invalidate_cache(directory)
+    try:
+        paths = sorted(p for p in fs.find(directory) if _is_part(p))
+    except FileNotFoundError:
+        paths = []
+    if not paths:
+        empty = OUTPUTS_SCHEMA.empty_table()
+        return empty.select(columns) if columns else empty
+    try:
+        dataset = ds.dataset(paths, schema=OUTPUTS_SCHEMA, format="parquet", filesystem=fs)
+        return dataset.to_table(columns=columns, filter=filter)
+    except (pa.ArrowException, OSError) as exc:
+        raise ManifestError(f"outputs manifest {uri_of(fs, directory)}: cannot read part files ({exc})") from exc
+
+
+def _is_part(path: str) -> bool:
+    name = path.rsplit("/", 1)[-1]
+    return name.startswith(_PART_PREFIX) and name.endswith(_PART_SUFFIX)
+
+
+def done_filter(style: str, style_version: str) -> pc.Expression:
+    """The one definition of "done": an ``ok`` row for this exact style version."""
+    return (
+        (pc.field("status") == STATUS_OK)
+        & (pc.field("style") == style)
+        & (pc.field("style_version") == style_version)
+    )
+
+
+def done_inputs(output_uri: str, style: str, style_version: str) -> pa.Array:
+    """The distinct ``input_uri`` already done for this style version under ``output_uri``."""
+    done = read_outputs(output_uri, columns=["input_uri"], filter=done_filter(style, style_version))
+    return pc.unique(done["input_uri"])
+
+
+def pending(inputs: pa.Array | pa.ChunkedArray, done: pa.Array) -> pa.Array | pa.ChunkedArray:
+    """The ``inputs`` not in ``done``, in input order (a hash anti-join, no Python loop)."""
+    return pc.filter(inputs, pc.invert(pc.is_in(inputs, value_set=done)))

@@ -1,0 +1,60 @@
+"""Shared fixtures: stores to test against, local and on a real S3 protocol server (moto)."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+import s3fs
+from moto.server import ThreadedMotoServer
+
+_S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """An S3 protocol server on a free loopback port, and the env that points s3fs/boto3 at it."""
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in {**_S3_ENV, "AWS_ENDPOINT_URL_S3": endpoint}.items():
+            mp.setenv(key, value)
+        yield endpoint
+    server.stop()
+
+
+@pytest.fixture
+def s3_store(s3_endpoint: str) -> Iterator[str]:
+    """A store URI in a fresh bucket, with no s3fs instance or listing cache from other tests."""
+    bucket = f"bucket-{uuid.uuid4().hex[:16]}"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
+    s3fs.S3FileSystem.clear_instance_cache()
+    yield f"s3://{bucket}/store"
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+@pytest.fixture
+def local_store(tmp_path: Path) -> str:
+    return str(tmp_path / "store")
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest) -> str:
+    """Each test using it runs against both a local directory and S3."""
+    return request.getfixturevalue(f"{request.param}_store")

@@ -1,0 +1,160 @@
+"""Pairs manifest validation, and the outputs manifest written, read and deduplicated on S3."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.manifests import (
+    OUTPUTS_SCHEMA,
+    ManifestError,
+    done_inputs,
+    pending,
+    read_outputs,
+    read_pairs,
+    write_outputs_part,
+)
+
+PAIRS = {
+    "content": ["s3://in/a.jpg", "s3://in/b.jpg"],
+    "style": ["s3://st/1.jpg", "s3://st/2.jpg"],
+    "name": ["monet", "turner"],
+}
+
+
+def write_pairs(path: Path, columns: dict, schema: pa.Schema | None = None) -> str:
+    pq.write_table(pa.table(columns, schema=schema), path)
+    return str(path)
+
+
+def test_pairs_manifest_is_read_with_extra_columns_kept(tmp_path: Path) -> None:
+    table = read_pairs(write_pairs(tmp_path / "pairs.parquet", {**PAIRS, "note": ["x", "y"]}))
+    assert table["name"].to_pylist() == ["monet", "turner"]
+    assert table["note"].to_pylist() == ["x", "y"]
+
+
+def test_pairs_manifest_is_read_from_s3(s3_store: str) -> None:
+    uri = f"{s3_store}/pairs.parquet"
+    with fsspec.open(uri, "wb") as f:
+        pq.write_table(pa.table(PAIRS), f)
+    assert read_pairs(uri).num_rows == 2
+
+
+@pytest.mark.parametrize(
+    ("columns", "problem"),
+    [
+        ({"content": PAIRS["content"], "name": PAIRS["name"]}, r"missing column\(s\) style"),
+        ({**PAIRS, "name": [1, 2]}, r"column 'name' must hold strings, not int64"),
+        ({k: [] for k in PAIRS}, "no rows"),
+        ({**PAIRS, "name": ["monet", "monet"]}, r"row 2 of 2: duplicate name 'monet' \(first at row 1\)"),
+        ({**PAIRS, "name": ["monet", "Turner"]}, r"row 2 of 2: invalid style name 'Turner'"),
+        ({**PAIRS, "name": ["monet", "../x"]}, r"row 2 of 2: invalid style name '../x'"),
+        ({**PAIRS, "content": ["s3://in/a.jpg", ""]}, r"row 2 of 2: empty 'content'"),
+        ({**PAIRS, "style": [None, "s3://st/2.jpg"]}, r"row 1 of 2: empty 'style'"),
+    ],
+)
+def test_bad_pairs_manifest_is_refused_naming_file_row_and_problem(tmp_path: Path, columns: dict, problem: str) -> None:
+    schema = pa.schema([(k, pa.string()) for k in columns]) if not any(columns.values()) else None
+    uri = write_pairs(tmp_path / "pairs.parquet", columns, schema)
+    with pytest.raises(ManifestError, match=problem) as info:
+        read_pairs(uri)
+    assert uri in str(info.value)
+
+
+def test_unreadable_pairs_manifest_is_refused(tmp_path: Path) -> None:
+    for content in [b"content,style,name\n", b""]:
+        (tmp_path / "pairs.parquet").write_bytes(content)
+        with pytest.raises(ManifestError, match="not a readable Parquet file"):
+            read_pairs(str(tmp_path / "pairs.parquet"))
+    with pytest.raises(ManifestError, match="no such file"):
+        read_pairs(str(tmp_path / "missing.parquet"))
+
+
+def row(i: int, *, status: str = "ok", version: str = "v1", run_id: str = "run-1", style: str = "monet") -> dict:
+    return {
+        "input_uri": f"s3://in/{i}.jpg",
+        "output_uri": f"s3://out/{i}.jpg" if status == "ok" else None,
+        "style": style,
+        "style_version": version,
+        "base_id": "0123456789abcdef",
+        "status": status,
+        "error": "decode failed" if status == "error" else None,
+        "width": 640,
+        "height": 480,
+        "seconds": 0.5,
+        "run_id": run_id,
+        "finished_at": datetime(2025, 1, 1, tzinfo=timezone.utc),
+    }
+
+
+def test_outputs_manifest_write_read_and_dedup_on_s3(s3_store: str) -> None:
+    output = f"{s3_store}/out"
+    assert read_outputs(output).schema == OUTPUTS_SCHEMA and read_outputs(output).num_rows == 0
+    assert len(done_inputs(output, "monet", "v1")) == 0
+
+    # run 1: 0,1 ok, 2 failed; run 2: retries 2 (ok) and redoes 0 (ok again); other versions/styles.
+    first = write_outputs_part(output, [row(0), row(1), row(2, status="error")])
+    retries = pa.Table.from_pylist([row(2, run_id="run-2"), row(0, run_id="run-2")], schema=OUTPUTS_SCHEMA)
+    second = write_outputs_part(output, retries)
+    write_outputs_part(output, [row(3, version="v2", run_id="run-3"), row(4, style="turner", run_id="run-3")])
+
+    assert first != second and first.startswith(f"{output}/_manifest/part-run-1-") and first.endswith(".parquet")
+    fs = fsspec.core.url_to_fs(output)[0]
+    assert len(fs.ls(f"{output}/_manifest")) == 3
+
+    table = read_outputs(output)
+    assert table.num_rows == 7 and table.schema == OUTPUTS_SCHEMA
+    assert sorted(done_inputs(output, "monet", "v1").to_pylist()) == ["s3://in/0.jpg", "s3://in/1.jpg", "s3://in/2.jpg"]
+    assert done_inputs(output, "monet", "v2").to_pylist() == ["s3://in/3.jpg"]
+
+    inputs = pa.array([f"s3://in/{i}.jpg" for i in range(6)])
+    todo = pending(inputs, done_inputs(output, "monet", "v1"))
+    assert todo.to_pylist() == ["s3://in/3.jpg", "s3://in/4.jpg", "s3://in/5.jpg"]
+
+
+@pytest.mark.parametrize(
+    ("rows", "problem"),
+    [
+        ([], "no rows"),
+        ([row(0, status="done")], "status must be 'ok' or 'error'"),
+        ([{**row(0), "output_uri": None}], "status 'ok' has no output_uri"),
+        ([{**row(0, status="error"), "error": None}], "status 'error' has no error message"),
+        ([{**row(0), "style_version": None}], "without 'style_version'"),
+        ([row(0), row(1, run_id="run-2")], "one part holds one run"),
+        ([row(0, run_id="../run")], "invalid run id '../run'"),
+        ([{**row(0), "width": "wide"}], "do not fit the outputs schema"),
+    ],
+)
+def test_invalid_outputs_rows_are_refused_and_nothing_written(tmp_path: Path, rows: list, problem: str) -> None:
+    output = str(tmp_path / "out")
+    with pytest.raises(ManifestError, match=problem):
+        write_outputs_part(output, rows)
+    assert not (tmp_path / "out").exists()
+
+
+def test_outputs_table_with_wrong_columns_is_refused(tmp_path: Path) -> None:
+    table = pa.Table.from_pylist([row(0)], schema=OUTPUTS_SCHEMA)
+    with pytest.raises(ManifestError, match="unknown column"):
+        write_outputs_part(str(tmp_path), table.append_column("extra", pa.array([1])))
+    with pytest.raises(ManifestError, match=r"missing column\(s\) seconds"):
+        write_outputs_part(str(tmp_path), table.drop_columns(["seconds"]))
+
+
+def test_local_part_files_are_whole_and_temp_files_ignored(tmp_path: Path) -> None:
+    output = str(tmp_path / "out")
+    write_outputs_part(output, [row(0)])
+    manifest = tmp_path / "out" / "_manifest"
+    (manifest / ".tmp-abc-part-run-9-x.parquet").write_bytes(b"half a parquet file")
+    assert [p.name.startswith("part-run-1-") for p in manifest.iterdir() if not p.name.startswith(".")] == [True]
+    assert read_outputs(output)["input_uri"].to_pylist() == ["s3://in/0.jpg"]
+
+
+def test_pending_is_an_anti_join_in_input_order() -> None:
+    inputs = pa.chunked_array([["c", "a"], ["b", "a", "d"]])
+    assert pending(inputs, pa.array(["a"])).to_pylist() == ["c", "b", "d"]
+    assert pending(inputs, pa.array([], pa.string())).to_pylist() == ["c", "a", "b", "a", "d"]
