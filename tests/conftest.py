@@ -58,3 +58,14 @@ def local_store(tmp_path: Path) -> str:
 def store(request: pytest.FixtureRequest) -> str:
     """Each test using it runs against both a local directory and S3."""
     return request.getfixturevalue(f"{request.param}_store")
+
+
+@pytest.fixture(scope="session")
+def ray_session(s3_endpoint: str) -> Iterator[None]:
+    """One local Ray for the whole test session (starting one takes seconds). It starts after the
+    S3 server so its workers inherit the environment that points them at it."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
