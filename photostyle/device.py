@@ -1,7 +1,9 @@
 """The one place that decides where tensors live and in which precision.
 
 CUDA when present, CPU otherwise; on CUDA, bf16 autocast and channels_last (tensor-core friendly);
-on CPU, fp32 (bf16 on CPUs without native support is slower and less exact).
+on CPU, fp32 (bf16 on CPUs without native support is slower and less exact), with channels_last
+for inference only (measured: 1.7x faster for the lite net at 512x512 on 2 cores; no gain when
+training).
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return dev
 
 
-def memory_format(device: torch.device) -> torch.memory_format:
-    """channels_last on CUDA (faster convolutions with cuDNN); contiguous on CPU."""
-    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+def memory_format(device: torch.device, *, training: bool = False) -> torch.memory_format:
+    """channels_last on CUDA (cuDNN's fast path) and for CPU inference (oneDNN's); contiguous
+    when training on CPU."""
+    if device.type == "cuda" or not training:
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 @contextlib.contextmanager

@@ -175,7 +175,7 @@ def _train(
     style_only: bool,
 ) -> StylePair:
     dev = devices.resolve_device(cfg.device)
-    fmt = devices.memory_format(dev)
+    fmt = devices.memory_format(dev, training=True)
     losses: LossConfig = cfg.loss  # type: ignore[assignment]  # filled by resolved()
     lossnet: LossNetwork = load_loss_network(cfg.loss_net, cfg.loss_weights, layers=losses.layers).to(dev)
     net = net.to(dev, memory_format=fmt).train()

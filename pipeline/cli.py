@@ -12,6 +12,7 @@ import logging
 import click
 
 from pipeline.commands.styles import styles
+from pipeline.commands.train import train
 
 __all__ = ["main"]
 
@@ -27,3 +28,4 @@ def main(verbose: bool, quiet: bool) -> None:
 
 
 main.add_command(styles)
+main.add_command(train)
