@@ -1,0 +1,161 @@
+"""``pst-pipeline train``: train the pairs manifest's rows on Ray, one task per row, and publish
+each row's two styles to the store."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+
+import click
+
+from photostyle import PRESETS
+from pipeline.commands.errors import reported
+from pipeline.commands.options import store_option
+from pipeline.manifests import STATUS_ERROR, STATUS_OK
+from pipeline.storage import resolve_store
+from pipeline.training_jobs import (
+    LOSS_NETS,
+    MODES,
+    STATUS_SKIPPED,
+    RowResult,
+    SettingsError,
+    TrainJob,
+    load_rows,
+    resolve_job,
+    run_rows,
+)
+
+__all__ = ["train"]
+
+log = logging.getLogger(__name__)
+
+
+def _resource_quantity(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """Ray takes fractions of one CPU/GPU (several tasks share it) or whole numbers, not 1.5."""
+    if value is not None and value > 1 and not value.is_integer():
+        raise click.BadParameter(f"{value} is neither a fraction below 1 nor a whole number")
+    return value
+
+
+@click.command()
+@click.option(
+    "--pairs", "pairs_uri", metavar="URI", required=True, help="Pairs manifest (Parquet: content, style, name)."
+)
+@store_option
+@click.option(
+    "--mode",
+    type=click.Choice(MODES),
+    default="pair",
+    show_default=True,
+    help="pair: a fresh base and two styles per row; style: two new styles on the frozen --base.",
+)
+@click.option("--base", "base_id", metavar="BASE_ID", help="The base to train new styles on (--mode style).")
+@click.option(
+    "--preset",
+    type=click.Choice(sorted(PRESETS)),
+    show_default="lite; with --mode style, the base's",
+    help="Network size.",
+)
+@click.option(
+    "--iterations", type=int, show_default="the preset's; half of it with --mode style", help="Training iterations."
+)
+@click.option("--crop", type=int, metavar="PX", show_default="the preset's", help="Random-crop side in pixels.")
+@click.option(
+    "--loss-net",
+    type=click.Choice(LOSS_NETS),
+    default="vgg19",
+    show_default=True,
+    help="Loss network; random: seeded random VGG19, for plumbing tests only.",
+)
+@click.option(
+    "--vgg-weights",
+    metavar="URI",
+    show_default="torchvision's ImageNet weights",
+    help="Loss-network weights in torchvision's layout, any fsspec URI (fetched once per node).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for initialisation and crops.")
+@click.option(
+    "--gpus-per-task",
+    type=click.FloatRange(min=0),
+    callback=_resource_quantity,
+    show_default="1 if the cluster has GPUs, else 0",
+    help="GPUs per row's task.",
+)
+@click.option(
+    "--cpus-per-task",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    callback=_resource_quantity,
+    help="CPUs per row's task (also its number of torch threads).",
+)
+@click.option("--force", is_flag=True, help="Train rows again even if already trained the same way.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout, for scripts.")
+def train(
+    pairs_uri: str,
+    store: str | None,
+    mode: str,
+    base_id: str | None,
+    preset: str | None,
+    iterations: int | None,
+    crop: int | None,
+    loss_net: str,
+    vgg_weights: str | None,
+    seed: int,
+    gpus_per_task: float | None,
+    cpus_per_task: float,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Train one style pair per row of the pairs manifest, as Ray tasks, and publish them.
+
+    Each row publishes NAME (the style photo's look) and NAME.reverse (the content photo's look).
+    Rows already trained from the same photos with the same settings are skipped. Uses the Ray
+    cluster at $RAY_ADDRESS, else a local Ray. Exit status 1 if any row failed."""
+    job = TrainJob(
+        store=resolve_store(store),
+        mode=mode,
+        preset=preset,
+        iterations=iterations,
+        crop=crop,
+        seed=seed,
+        loss_net=loss_net,
+        vgg_weights=vgg_weights,
+        base=base_id,
+        force=force,
+        cpus_per_task=cpus_per_task,
+    )
+    with reported(job.store):
+        rows = load_rows(pairs_uri)
+        try:
+            job = resolve_job(job)
+        except SettingsError as exc:
+            raise click.UsageError(str(exc)) from exc
+    results = run_rows(rows, job, gpus_per_task=gpus_per_task)
+
+    if as_json:
+        click.echo(json.dumps({"results": [r.to_json() for r in results]}, indent=2))
+    else:
+        _echo_summary(results)
+    failed = [r for r in results if r.status == STATUS_ERROR]
+    if failed and len(failed) == len(results) and {r.cause for r in failed} == {"LossNetUnavailable"}:
+        log.error("every row failed: the loss network's weights are unavailable on the workers: %s", failed[0].error)
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
+def _echo_summary(results: list[RowResult]) -> None:
+    """One line per row, then the totals."""
+    width = max(len(r.name) for r in results)
+    for r in results:
+        if r.status == STATUS_ERROR:
+            detail = r.error
+        else:
+            detail = f"base {r.base}  " + " ".join(ref.spec for ref in r.styles)
+        click.echo(f"{r.name.ljust(width)}  {r.status.ljust(7)}  {r.seconds:7.1f} s  {detail}")
+    counts = Counter(r.status for r in results)
+    click.echo(
+        f"{len(results)} row(s): {counts[STATUS_OK]} trained, {counts[STATUS_SKIPPED]} skipped, "
+        f"{counts[STATUS_ERROR]} failed"
+    )

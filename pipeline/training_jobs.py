@@ -1,0 +1,405 @@
+"""``train``'s work: one Ray task per pairs-manifest row, each publishing its own styles.
+
+The driver only validates (the manifest, the settings, the base) and waits; every row's photos
+are read, hashed, trained on and published inside its task, on whichever node runs it, so no
+photo or tensor passes through the driver. A row is a unit of failure: any Python error in it
+becomes that row's error (never retried, never fatal to other rows); a worker lost to a crash is
+retried by Ray.
+
+Skipping: a row whose ``NAME`` and ``NAME.reverse`` latest versions were trained from the same
+photo bytes (sha256) with the same settings is not trained again; :func:`same_training` is the
+one definition of "the same".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import posixpath
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+from fsspec.implementations.local import LocalFileSystem
+from ray.exceptions import RayError
+
+from photostyle import PRESETS, LossNetUnavailable, TrainConfig, train_pair, train_style
+from photostyle.imageio import ImageDecodeError, decode
+from photostyle.weights import WeightsError
+from pipeline.catalog import Catalog, CatalogError, StyleNotFound, StyleRef
+from pipeline.manifests import STATUS_ERROR, STATUS_OK, ManifestError, read_pairs
+from pipeline.names import InvalidName, validate_name
+from pipeline.published import REVERSE_SUFFIX, load_base, publish_pair
+from pipeline.ray_runtime import cluster_has_gpus, ensure_ray
+from pipeline.storage import BACKEND_ERRORS, ObjectNotFound, StorageError, filesystem, read_bytes, uri_of
+
+__all__ = [
+    "LOSS_NETS",
+    "MODES",
+    "STATUS_SKIPPED",
+    "Row",
+    "RowResult",
+    "SettingsError",
+    "TrainJob",
+    "fetch_weights",
+    "load_rows",
+    "resolve_job",
+    "run_rows",
+    "same_training",
+    "train_row",
+]
+
+log = logging.getLogger(__name__)
+
+MODES = ("pair", "style")
+LOSS_NETS = ("vgg19", "vgg16", "random")  # "random": VGG19 with seeded random weights (tests only)
+STATUS_SKIPPED = "skipped"
+_RANDOM_ARCH = "vgg19"
+# A lost worker (node died, OOM-killed) is retried this many times; Python errors never are.
+_MAX_RETRIES = 3
+
+
+class SettingsError(ValueError):
+    """Training settings that cannot work together (a usage error: nothing was started)."""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One pairs-manifest row, photo URIs made absolute so every node reads the same files."""
+
+    name: str
+    content: str
+    style: str
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """Everything a row's task needs besides the row: where to publish and how to train."""
+
+    store: str
+    mode: str = "pair"
+    preset: str | None = None  # None: "lite" for pairs, the base's own preset for new styles
+    iterations: int | None = None  # None: the preset's default (resolved by resolve_job)
+    crop: int | None = None
+    seed: int = 0
+    loss_net: str = "vgg19"
+    vgg_weights: str | None = None  # any fsspec URI; None: torchvision's ImageNet weights
+    base: str | None = None  # style mode: the frozen base to train on
+    force: bool = False
+    cpus_per_task: float = 1.0
+
+    def train_config(self, loss_weights: str) -> TrainConfig:
+        random = self.loss_net == "random"
+        return TrainConfig(
+            preset=self.preset,
+            iterations=self.iterations,
+            crop=self.crop,
+            seed=self.seed,
+            loss_net=_RANDOM_ARCH if random else self.loss_net,
+            loss_weights="random" if random else loss_weights,
+        )
+
+    def settings(self, weights_identity: Any) -> dict[str, Any]:
+        """What decides the trained result besides the photos (recorded in every style's meta)."""
+        return {
+            "preset": self.preset,
+            "iterations": self.iterations,
+            "crop": self.crop,
+            "seed": self.seed,
+            "loss_net": _RANDOM_ARCH if self.loss_net == "random" else self.loss_net,
+            "loss_weights": weights_identity,
+            "base": self.base,
+        }
+
+
+@dataclass(frozen=True)
+class RowResult:
+    """What happened to one row. ``cause`` (the exception type of a failure) is for the driver's
+    summary only and is not part of the JSON result."""
+
+    name: str
+    status: str  # STATUS_OK, STATUS_ERROR or STATUS_SKIPPED
+    seconds: float
+    error: str | None = None
+    base: str | None = None
+    styles: tuple[StyleRef, ...] = ()
+    cause: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "error": self.error,
+            "base": self.base,
+            "styles": [{"name": ref.name, "version": ref.version} for ref in self.styles],
+            "seconds": round(self.seconds, 3),
+        }
+
+
+# ---- driver: validate everything before any work ----------------------------------------
+def load_rows(pairs_uri: str) -> list[Row]:
+    """The pairs manifest's rows, validated whole (see :func:`pipeline.manifests.read_pairs`),
+    plus what training adds: ``NAME.reverse`` must be a valid name that no other row uses, or a
+    row would fail after training with half of its pair published."""
+    table = read_pairs(pairs_uri)
+    names = table["name"].to_pylist()
+    first_row = {name: i for i, name in enumerate(names)}
+    for i, name in enumerate(names):
+        where = f"pairs manifest {pairs_uri}: row {i + 1} of {len(names)}"
+        reverse = name + REVERSE_SUFFIX
+        try:
+            validate_name(reverse, what=f"reverse style name (of {name!r})")
+        except InvalidName as exc:
+            raise ManifestError(f"{where}: {exc}") from exc
+        if reverse in first_row:
+            raise ManifestError(
+                f"{where}: style {name!r} publishes {reverse!r}, which is also the name of row {first_row[reverse] + 1}"
+            )
+    return [
+        Row(name, _absolute(content), _absolute(style))
+        for name, content, style in zip(names, table["content"].to_pylist(), table["style"].to_pylist())
+    ]
+
+
+def resolve_job(job: TrainJob) -> TrainJob:
+    """``job`` with the store and weights URIs absolute, the preset chosen and iterations/crop
+    resolved, so the recorded settings say exactly what ran. Style mode checks the base here:
+    an unknown base fails before anything starts."""
+    if job.mode not in MODES:
+        raise SettingsError(f"unknown mode {job.mode!r}; choose one of {', '.join(MODES)}")
+    if job.loss_net not in LOSS_NETS:
+        raise SettingsError(f"unknown loss network {job.loss_net!r}; choose one of {', '.join(LOSS_NETS)}")
+    if job.loss_net == "random" and job.vgg_weights:
+        raise SettingsError("--vgg-weights cannot be used with --loss-net random")
+    if (job.mode == "style") != (job.base is not None):
+        raise SettingsError("--base BASE_ID is required with --mode style, and only there")
+    store = _absolute(job.store)
+    preset = job.preset
+    if job.mode == "style":
+        base = load_base(Catalog(store), job.base)  # BaseNotFound names the base and the store
+        base_preset = next((name for name, config in PRESETS.items() if config == base.config), None)
+        if base_preset is None:
+            raise SettingsError(f"base {job.base} in {store} has an architecture that matches no preset")
+        if preset is not None and preset != base_preset:
+            raise SettingsError(f"base {job.base} has the {base_preset!r} architecture, not {preset!r}")
+        preset = base_preset
+    job = dataclasses.replace(
+        job,
+        store=store,
+        preset=preset or "lite",
+        vgg_weights=_absolute(job.vgg_weights) if job.vgg_weights else None,
+    )
+    try:
+        config = job.train_config("imagenet").resolved(style_only=job.mode == "style")
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from exc
+    return dataclasses.replace(job, iterations=config.iterations, crop=config.crop)
+
+
+def _absolute(uri: str) -> str:
+    """Local paths made absolute (tasks on other nodes or in other directories read the same
+    file); other URIs unchanged."""
+    return uri_of(*filesystem(uri))
+
+
+# ---- driver: launch and collect ------------------------------------------------------------
+def run_rows(rows: list[Row], job: TrainJob, *, gpus_per_task: float | None = None) -> list[RowResult]:
+    """Train every row as its own Ray task (joining or starting Ray), logging a progress line as
+    each finishes; results in row order. ``gpus_per_task`` None: 1 if the cluster has GPUs, else 0."""
+    ensure_ray()
+    num_gpus = gpus_per_task if gpus_per_task is not None else (1.0 if cluster_has_gpus() else 0.0)
+    _warn_if_unschedulable(job.cpus_per_task, num_gpus)
+    task = _train_row_task.options(num_cpus=job.cpus_per_task, num_gpus=num_gpus)
+    log.info(
+        "training %d row(s) in %s mode (%s CPU, %s GPU per task), publishing to %s",
+        len(rows),
+        job.mode,
+        job.cpus_per_task,
+        num_gpus,
+        job.store,
+    )
+    started = time.perf_counter()
+    row_of = {task.remote(row, job): row for row in rows}
+    results: dict[str, RowResult] = {}
+    waiting = list(row_of)
+    while waiting:
+        ready, waiting = ray.wait(waiting, num_returns=1)
+        for ref in ready:
+            row = row_of[ref]
+            try:
+                result = ray.get(ref)
+            except RayError as exc:  # the task died (retries exhausted), was cancelled, ...
+                log.debug("row %s: task failed", row.name, exc_info=True)
+                cause = type(exc).__name__
+                error = f"{cause}: {_first_line(exc)}"
+                result = RowResult(row.name, STATUS_ERROR, time.perf_counter() - started, error=error, cause=cause)
+            results[row.name] = result
+            detail = f": {result.error}" if result.error else ""
+            log.info("[%d/%d] %s %s %.1f s%s", len(results), len(rows), row.name, result.status, result.seconds, detail)
+    return [results[row.name] for row in rows]
+
+
+def _warn_if_unschedulable(num_cpus: float, num_gpus: float) -> None:
+    """Ray queues a task no node can run until one joins (an autoscaler may add it), which looks
+    like a hang: say so up front."""
+    resources = ray.cluster_resources()
+    for kind, wanted in (("CPU", num_cpus), ("GPU", num_gpus)):
+        if wanted > resources.get(kind, 0):
+            log.warning(
+                "each task asks for %s %s but the cluster has %s now: tasks wait until a node with enough %s joins",
+                wanted,
+                kind,
+                resources.get(kind, 0),
+                kind,
+            )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "no message"
+
+
+# ---- task: one row -------------------------------------------------------------------------
+def train_row(row: Row, job: TrainJob) -> RowResult:
+    """Read, hash, (maybe skip,) decode, train and publish one row; every error becomes the
+    row's result. Publishing is the last step, so a row that fails publishes nothing."""
+    start = time.perf_counter()
+    torch.set_num_threads(max(1, int(job.cpus_per_task)))  # 2 tasks on 2 cores, not 2x2 threads
+    try:
+        catalog = Catalog(job.store)
+        content_bytes, style_bytes = read_bytes(row.content), read_bytes(row.style)
+        loss_weights, weights_identity = _loss_weights(job)
+        provenance = {
+            "pair": row.name,
+            "mode": job.mode,
+            "content": {"uri": row.content, "sha256": hashlib.sha256(content_bytes).hexdigest()},
+            "style": {"uri": row.style, "sha256": hashlib.sha256(style_bytes).hexdigest()},
+            "settings": job.settings(weights_identity),
+        }
+        existing = _existing(catalog, row.name, provenance)  # even with --force: fails fast on a bad store
+        if existing and not job.force:
+            log.info("%s: already trained from the same photos and settings; skipping", row.name)
+            seconds = time.perf_counter() - start
+            return RowResult(row.name, STATUS_SKIPPED, seconds, base=existing[0].base_id, styles=existing)
+        content = decode(content_bytes, name=row.content).image
+        style = decode(style_bytes, name=row.style).image
+        config = job.train_config(loss_weights)
+        if job.mode == "pair":
+            pair = train_pair(content, style, config)
+        else:
+            pair = train_style(load_base(catalog, job.base), content, style, config)
+        base_id, refs = publish_pair(catalog, row.name, pair, provenance)
+        return RowResult(row.name, STATUS_OK, time.perf_counter() - start, base=base_id, styles=tuple(refs))
+    except Exception as exc:  # noqa: BLE001 -- a row's failure is its result, whatever it is
+        log.warning("%s failed", row.name, exc_info=True)
+        error = _row_error(exc, job.store)
+        return RowResult(row.name, STATUS_ERROR, time.perf_counter() - start, error=error, cause=type(exc).__name__)
+
+
+_train_row_task = ray.remote(max_retries=_MAX_RETRIES, retry_exceptions=False)(train_row)
+
+
+# Errors whose message already names the input and the cause.
+_NAMED_ERRORS = (ImageDecodeError, StorageError, LossNetUnavailable, CatalogError, WeightsError, InvalidName)
+
+
+def _row_error(exc: Exception, store: str) -> str:
+    """One line for a row's failure. Our errors and the method's name their input already; a
+    bare backend error may not, so it gets the store; anything else its type."""
+    if isinstance(exc, _NAMED_ERRORS):
+        return str(exc)
+    if isinstance(exc, BACKEND_ERRORS):
+        return f"{store}: {exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def same_training(meta: dict[str, Any], provenance: dict[str, Any]) -> bool:
+    """The one definition of "already trained": same mode, same photo bytes, same settings.
+    (Photo URIs may differ: a moved photo is the same photo.)"""
+
+    def identity(record: dict[str, Any]) -> tuple[Any, ...]:
+        return (
+            record.get("mode"),
+            (record.get("content") or {}).get("sha256"),
+            (record.get("style") or {}).get("sha256"),
+            record.get("settings"),
+        )
+
+    return identity(meta) == identity(provenance)
+
+
+def _existing(catalog: Catalog, name: str, provenance: dict[str, Any]) -> tuple[StyleRef, ...] | None:
+    """The latest ``name`` and ``name.reverse`` if both were trained the same way on one base."""
+    refs = []
+    for style_name in (name, name + REVERSE_SUFFIX):
+        try:
+            ref = catalog.resolve(style_name)
+        except StyleNotFound:
+            return None
+        if not same_training(catalog.style_meta(ref), provenance):
+            return None
+        refs.append(ref)
+    return tuple(refs) if refs[0].base_id == refs[1].base_id else None
+
+
+# ---- loss-network weights --------------------------------------------------------------------
+def _loss_weights(job: TrainJob) -> tuple[str, Any]:
+    """(what to pass as ``TrainConfig.loss_weights``, its identity for the recorded settings)."""
+    if job.loss_net == "random":
+        return "random", "random"
+    if job.vgg_weights is None:
+        return "imagenet", "imagenet"
+    path = fetch_weights(job.vgg_weights)
+    return str(path), {"uri": job.vgg_weights, "sha256": _file_sha256(path, job.vgg_weights)}
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "photostyle" / "vgg"
+
+
+def fetch_weights(uri: str) -> Path:
+    """A local path to the weights file at ``uri``. Local files are used where they are; remote
+    ones are downloaded once per node into ``~/.cache/photostyle/vgg/`` (keyed by URI and the
+    object's size/ETag/mtime, so a replaced object is fetched again), through a temporary file
+    and a rename, so concurrent tasks on one node never read a partial file."""
+    fs, path = filesystem(uri)
+    if isinstance(fs, LocalFileSystem):
+        return Path(path)
+    try:
+        fs.invalidate_cache(path)
+        key = hashlib.sha256(f"{uri}\n{fs.ukey(path)}".encode()).hexdigest()[:16]
+    except FileNotFoundError as exc:
+        raise ObjectNotFound(f"loss-network weights {uri}: no such object") from exc
+    except BACKEND_ERRORS as exc:
+        raise StorageError(f"loss-network weights {uri}: cannot read ({exc})") from exc
+    target = _cache_dir() / key / posixpath.basename(path)
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".tmp-{uuid.uuid4().hex}-{target.name}")
+    try:
+        fs.get_file(path, str(tmp))
+        os.replace(tmp, target)
+    except BACKEND_ERRORS as exc:
+        raise StorageError(f"loss-network weights {uri}: cannot fetch ({exc})") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("fetched loss-network weights %s to %s", uri, target)
+    return target
+
+
+def _file_sha256(path: Path, uri: str) -> str:
+    try:
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+    except OSError as exc:
+        raise StorageError(f"loss-network weights {uri}: cannot read ({exc.strerror or exc})") from exc

@@ -1,0 +1,316 @@
+"""``pst-pipeline train`` on the shared local Ray: pair and style modes, per-row failures, skips,
+S3 stores and loss-network weights fetched from S3. Tiny photos and a few iterations: this tests
+the plumbing, not the look."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import ray
+from click.testing import CliRunner, Result
+
+from pipeline import training_jobs
+from pipeline.catalog import Catalog
+from pipeline.cli import main
+from pipeline.published import load_style
+from pipeline.storage import filesystem
+from pipeline.training_jobs import Row, TrainJob, fetch_weights
+from tests.photos import HED_VGG16, HED_VGG16_SHA256, content, open_rgb, style
+
+FAST = ["--preset", "lite", "--iterations", "2", "--crop", "32", "--loss-net", "random"]
+RESULT_KEYS = ["name", "status", "error", "base", "styles", "seconds"]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """96 px copies of two content/style pairs, and a truncated PNG."""
+    directory = tmp_path_factory.mktemp("photos")
+    paths = {}
+    for n in (1, 2):
+        for kind, source in (("content", content), ("style", style)):
+            path = directory / f"{kind}{n}.png"
+            open_rgb(source(n), 96).save(path)
+            paths[f"{kind}{n}"] = str(path)
+    data = Path(paths["content2"]).read_bytes()
+    (directory / "broken.png").write_bytes(data[: len(data) // 2])
+    paths["broken"] = str(directory / "broken.png")
+    return paths
+
+
+def write_pairs(uri: str, rows: list[tuple[str, str, str]]) -> str:
+    """A pairs manifest of (content, style, name) rows at any fsspec URI."""
+    fs, path = filesystem(uri)
+    columns = dict(zip(["content", "style", "name"], map(list, zip(*rows))))
+    pq.write_table(pa.table(columns), path, filesystem=fs)
+    return uri
+
+
+def train(*args: str) -> Result:
+    return CliRunner().invoke(main, ["train", *args], catch_exceptions=False)
+
+
+def results(result: Result) -> dict[str, dict[str, Any]]:
+    """The rows of the one JSON document on stdout, by name, after checking its exact shape."""
+    document = json.loads(result.stdout)
+    assert list(document) == ["results"]
+    for row in document["results"]:
+        assert list(row) == RESULT_KEYS
+        assert isinstance(row["seconds"], float) and row["seconds"] >= 0
+        if row["status"] == "error":
+            assert row["error"] and row["base"] is None and row["styles"] == []
+        else:
+            assert row["status"] in ("ok", "skipped") and row["error"] is None
+            assert len(row["base"]) == 16
+            assert [s["name"] for s in row["styles"]] == [row["name"], row["name"] + ".reverse"]
+    return {row["name"]: row for row in document["results"]}
+
+
+def versions(store: str) -> dict[str, str]:
+    return {info.name: info.version for info in Catalog(store).list_styles()}
+
+
+def sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def test_pair_mode_publishes_and_a_broken_photo_fails_only_its_row(
+    ray_session: None, tmp_path: Path, local_store: str, photos: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    pairs = write_pairs(
+        str(tmp_path / "pairs.parquet"),
+        [
+            (photos["content1"], photos["style1"], "sunset"),
+            (photos["broken"], photos["style2"], "broken"),
+            (photos["content2"], photos["style2"], "lake"),
+            (photos["content2"], str(tmp_path / "gone.png"), "gone"),
+        ],
+    )
+    out = train("--pairs", pairs, "--store", local_store, *FAST, "--json")
+
+    assert out.exit_code == 1, out.output
+    rows = results(out)
+    assert list(rows) == ["sunset", "broken", "lake", "gone"]
+    assert rows["broken"]["error"].startswith(photos["broken"]) and "truncated" in rows["broken"]["error"]
+    assert rows["gone"]["error"] == f"{tmp_path / 'gone.png'}: no such object"
+    assert rows["sunset"]["status"] == rows["lake"]["status"] == "ok"
+    assert rows["sunset"]["styles"] == [
+        {"name": "sunset", "version": "v1"},
+        {"name": "sunset.reverse", "version": "v1"},
+    ]
+    assert versions(local_store) == {"sunset": "v1", "sunset.reverse": "v1", "lake": "v1", "lake.reverse": "v1"}
+
+    catalog = Catalog(local_store)
+    loaded = load_style(catalog, "sunset")
+    assert loaded.ref.base_id == rows["sunset"]["base"] == catalog.resolve("sunset.reverse").base_id
+    meta = loaded.meta
+    assert meta["mode"] == "pair" and meta["pair"] == "sunset" and meta["iterations"] == 2
+    assert meta["content"] == {"uri": photos["content1"], "sha256": sha256(photos["content1"])}
+    assert meta["style"] == {"uri": photos["style1"], "sha256": sha256(photos["style1"])}
+    assert meta["loss_network"]["weights"] == "random"
+    assert meta["settings"]["crop"] == 32 and meta["settings"]["loss_weights"] == "random"
+
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[")]
+    assert sorted(line.split()[0] for line in progress) == ["[1/4]", "[2/4]", "[3/4]", "[4/4]"]
+    assert any("broken error" in line and "truncated" in line for line in progress)
+
+
+def test_rerun_skips_until_photos_settings_or_force_change(
+    ray_session: None, tmp_path: Path, local_store: str, photos: dict[str, str]
+) -> None:
+    pairs = write_pairs(str(tmp_path / "pairs.parquet"), [(photos["content1"], photos["style1"], "sunset")])
+    first = results(train("--pairs", pairs, "--store", local_store, *FAST, "--json"))["sunset"]
+    assert first["status"] == "ok"
+
+    again = train("--pairs", pairs, "--store", local_store, *FAST)
+    assert again.exit_code == 0, again.output
+    assert again.stdout.splitlines()[-1] == "1 row(s): 0 trained, 1 skipped, 0 failed"
+    moved = tmp_path / "moved.png"  # the same photo elsewhere is the same photo
+    shutil.copy(photos["content1"], moved)
+    moved_pairs = write_pairs(str(tmp_path / "moved.parquet"), [(str(moved), photos["style1"], "sunset")])
+    skipped = results(train("--pairs", moved_pairs, "--store", local_store, *FAST, "--json"))["sunset"]
+    assert skipped["status"] == "skipped"
+    assert (skipped["base"], skipped["styles"]) == (first["base"], first["styles"])
+    assert versions(local_store) == {"sunset": "v1", "sunset.reverse": "v1"}
+
+    forced = results(train("--pairs", pairs, "--store", local_store, *FAST, "--json", "--force"))["sunset"]
+    assert forced["status"] == "ok" and [s["version"] for s in forced["styles"]] == ["v2", "v2"]
+    reseeded = results(train("--pairs", pairs, "--store", local_store, *FAST, "--json", "--seed", "1"))["sunset"]
+    assert reseeded["status"] == "ok" and reseeded["base"] != first["base"]
+    assert versions(local_store) == {"sunset": "v3", "sunset.reverse": "v3"}
+
+
+def test_style_mode_trains_new_styles_on_a_bit_identical_base(
+    ray_session: None, tmp_path: Path, local_store: str, photos: dict[str, str]
+) -> None:
+    pairs = write_pairs(str(tmp_path / "pairs.parquet"), [(photos["content1"], photos["style1"], "sunset")])
+    base_id = results(train("--pairs", pairs, "--store", local_store, *FAST, "--json"))["sunset"]["base"]
+    weights = Path(local_store) / "bases" / base_id / "weights.safetensors"
+    before = weights.read_bytes()
+
+    new = write_pairs(str(tmp_path / "new.parquet"), [(photos["content2"], photos["style2"], "dusk")])
+    out = train("--pairs", new, "--store", local_store, "--mode", "style", "--base", base_id, *FAST, "--json")
+    assert out.exit_code == 0, out.output
+    row = results(out)["dusk"]
+    assert row["status"] == "ok" and row["base"] == base_id
+    assert weights.read_bytes() == before
+    assert sorted(p.name for p in (Path(local_store) / "bases").iterdir()) == [base_id]
+    loaded = load_style(Catalog(local_store), "dusk.reverse")
+    assert loaded.ref.base_id == base_id and loaded.meta["mode"] == "style"
+    assert loaded.meta["settings"]["base"] == base_id and loaded.meta["settings"]["preset"] == "lite"
+
+    mismatch = train("--pairs", new, "--store", local_store, "--mode", "style", "--base", base_id, "--preset", "paper")
+    assert mismatch.exit_code == 2 and f"base {base_id} has the 'lite' architecture, not 'paper'" in mismatch.stderr
+
+
+@pytest.fixture
+def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if the command gets as far as launching tasks."""
+
+    def launched(*args: object, **kwargs: object) -> None:
+        raise AssertionError("tasks were launched")
+
+    monkeypatch.setattr("pipeline.commands.train.run_rows", launched)
+
+
+def test_bad_input_is_one_line_before_any_work(
+    no_work: None, tmp_path: Path, local_store: str, photos: dict[str, str]
+) -> None:
+    good = write_pairs(str(tmp_path / "pairs.parquet"), [(photos["content1"], photos["style1"], "sunset")])
+    pq.write_table(pa.table({"content": ["a.png"], "photo": ["b.png"]}), tmp_path / "columns.parquet")
+    clash = write_pairs(
+        str(tmp_path / "clash.parquet"),
+        [(photos["content1"], photos["style1"], "sun"), (photos["content2"], photos["style2"], "sun.reverse")],
+    )
+    too_long = write_pairs(str(tmp_path / "long.parquet"), [(photos["content1"], photos["style1"], "a" * 60)])
+    missing = str(tmp_path / "missing.parquet")
+    unknown_base = f"base 0123456789abcdef not found in store {local_store}"
+    cases = [
+        (["--pairs", missing], 1, f"pairs manifest {missing}: no such file"),
+        (["--pairs", str(tmp_path / "columns.parquet")], 1, "missing column(s) style, name"),
+        (["--pairs", clash], 1, "row 1 of 2: style 'sun' publishes 'sun.reverse', which is also the name of row 2"),
+        (["--pairs", too_long], 1, f"invalid reverse style name (of '{'a' * 60}')"),
+        (["--pairs", good, "--mode", "style", "--base", "0123456789abcdef"], 1, unknown_base),
+        (["--pairs", good, "--mode", "style", "--base", "../etc"], 1, "invalid base id '../etc'"),
+        (["--pairs", good, "--mode", "style"], 2, "--base BASE_ID is required with --mode style"),
+        (["--pairs", good, "--base", "0123456789abcdef"], 2, "required with --mode style, and only there"),
+        (["--pairs", good, "--preset", "huge"], 2, "Invalid value for '--preset'"),
+        (["--pairs", good, "--crop", "8"], 2, "crop must be >= 16 pixels, got 8"),
+        (["--pairs", good, "--iterations", "0"], 2, "iterations must be >= 1, got 0"),
+        (["--pairs", good, "--cpus-per-task", "1.5"], 2, "neither a fraction below 1 nor a whole number"),
+        (["--pairs", good, "--loss-net", "random", "--vgg-weights", "w.pth"], 2, "--vgg-weights cannot be used with"),
+    ]
+    for args, code, message in cases:
+        out = train(*args, "--store", local_store)
+        assert out.exit_code == code and message in out.stderr, (args, out.output)
+        assert out.stdout == "" and "Traceback" not in out.output
+    assert not Path(local_store).exists()
+
+
+def test_every_row_failing_on_the_loss_network_says_so(
+    ray_session: None, tmp_path: Path, local_store: str, photos: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    pairs = write_pairs(
+        str(tmp_path / "pairs.parquet"),
+        [(photos["content1"], photos["style1"], "sunset"), (photos["content2"], photos["style2"], "lake")],
+    )
+    # VGG16 weights for a VGG19: no row can build its loss network.
+    args = ["--pairs", pairs, "--store", local_store, "--iterations", "2", "--crop", "32", "--loss-net", "vgg19"]
+    out = train(*args, "--vgg-weights", str(HED_VGG16), "--json")
+    assert out.exit_code == 1
+    rows = results(out).values()
+    assert all(r["status"] == "error" and f"weights {str(HED_VGG16)!r} do not fit vgg19" in r["error"] for r in rows)
+    assert any(r.getMessage().startswith("every row failed: the loss network's weights") for r in caplog.records)
+    assert not Path(local_store).exists()
+
+
+def test_s3_store_photos_manifest_and_loss_network_weights(
+    ray_session: None, s3_endpoint: str, s3_store: str, photos: dict[str, str]
+) -> None:
+    bucket = s3_store.removeprefix("s3://").split("/")[0]
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    for key in ("content1", "style1"):
+        s3.upload_file(photos[key], bucket, f"photos/{key}.png")
+    s3.upload_file(str(HED_VGG16), bucket, "weights/vgg16-hed-bsds500.safetensors")
+    pairs = write_pairs(
+        f"s3://{bucket}/pairs.parquet",
+        [(f"s3://{bucket}/photos/content1.png", f"s3://{bucket}/photos/style1.png", "harbour")],
+    )
+    weights_uri = f"s3://{bucket}/weights/vgg16-hed-bsds500.safetensors"
+    # The workers' environment is this process's, so is their weights cache: remove what the
+    # test fetches into it.
+    cache = training_jobs._cache_dir()
+    cached_before = set(cache.iterdir()) if cache.exists() else set()
+    try:
+        args = ["--pairs", pairs, "--store", s3_store, "--iterations", "1", "--crop", "32", "--loss-net", "vgg16"]
+        out = train(*args, "--vgg-weights", weights_uri, "--json")
+        assert out.exit_code == 0, out.output
+        assert results(out)["harbour"]["status"] == "ok"
+        fetched = [f for d in set(cache.iterdir()) - cached_before for f in d.iterdir()]
+        assert [f.name for f in fetched] == ["vgg16-hed-bsds500.safetensors"] and sha256(fetched[0]) == HED_VGG16_SHA256
+    finally:
+        for directory in set(cache.iterdir()) - cached_before if cache.exists() else ():
+            shutil.rmtree(directory)
+    meta = load_style(Catalog(s3_store), "harbour").meta
+    assert meta["loss_network"] == {
+        "arch": "vgg16",
+        "weights": "file:vgg16-hed-bsds500.safetensors",
+        "sha256": HED_VGG16_SHA256,
+    }
+    assert meta["settings"]["loss_weights"] == {"uri": weights_uri, "sha256": HED_VGG16_SHA256}
+    assert meta["content"]["uri"] == f"s3://{bucket}/photos/content1.png"
+
+
+def test_remote_weights_are_fetched_once_and_again_when_replaced(
+    s3_endpoint: str, s3_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    bucket = s3_store.removeprefix("s3://").split("/")[0]
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    uri = f"s3://{bucket}/w/vgg.pth"
+    s3.put_object(Bucket=bucket, Key="w/vgg.pth", Body=b"first")
+    path = fetch_weights(uri)
+    assert path.read_bytes() == b"first" and path.name == "vgg.pth"
+    assert path.is_relative_to(tmp_path / "cache" / "photostyle" / "vgg")
+    mtime = path.stat().st_mtime_ns
+    assert fetch_weights(uri) == path and path.stat().st_mtime_ns == mtime
+    s3.put_object(Bucket=bucket, Key="w/vgg.pth", Body=b"second!")
+    assert fetch_weights(uri).read_bytes() == b"second!"
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.name.startswith(".tmp-")]
+
+    local = tmp_path / "local.pth"
+    local.write_bytes(b"here")
+    assert fetch_weights(str(local)) == local
+    with pytest.raises(FileNotFoundError, match=f"loss-network weights s3://{bucket}/w/none.pth: no such object"):
+        fetch_weights(f"s3://{bucket}/w/none.pth")
+
+
+def test_a_request_no_node_can_run_is_announced(ray_session: None, caplog: pytest.LogCaptureFixture) -> None:
+    training_jobs._warn_if_unschedulable(num_cpus=1, num_gpus=1)
+    assert any("1 GPU but the cluster has 0" in r.getMessage() for r in caplog.records)
+    assert not any("CPU but the cluster" in r.getMessage() for r in caplog.records)
+
+
+def test_a_lost_worker_is_retried_then_becomes_its_rows_error(
+    ray_session: None, tmp_path: Path, local_store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    attempts = tmp_path / "attempts"
+
+    def crash(row: Row, job: TrainJob) -> None:  # a local function: Ray ships it by value
+        with attempts.open("a") as f:
+            f.write(row.name)
+        os._exit(1)
+
+    monkeypatch.setattr(training_jobs, "_train_row_task", ray.remote(max_retries=1, retry_exceptions=False)(crash))
+    [result] = training_jobs.run_rows([Row("lost", "c.png", "s.png")], TrainJob(store=local_store))
+    assert attempts.read_text() == "lostlost"
+    assert result.status == "error" and result.error.startswith("WorkerCrashedError: ")
+    assert result.to_json()["base"] is None and result.to_json()["styles"] == []
