@@ -63,17 +63,12 @@ def store(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def ray_session(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """One local Ray for the whole test session (starting one takes seconds). It starts after the
-    S3 server so its workers inherit the environment that points them at it; their caches go to a
-    temporary folder, not the user's home."""
+    S3 server so its workers inherit the environment that points them at it; caches (the driver's
+    and the workers') go to a temporary folder, not the user's home."""
     import ray
 
-    cache = str(tmp_path_factory.mktemp("xdg-cache"))
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        configure_logging=False,
-        runtime_env={"env_vars": {"XDG_CACHE_HOME": cache}},
-    )
-    yield
-    ray.shutdown()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        yield
+        ray.shutdown()
