@@ -72,3 +72,16 @@ def ray_session(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> I
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
         yield
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def hed_pair():
+    """A lite pair trained briefly on a real dpst-dev pair with the trained VGG16: a real (if
+    young) photorealistic style, for tests where a random network would not be representative."""
+    from photostyle import TrainConfig, train_pair
+    from tests.photos import HED_VGG16, content, open_rgb, style
+
+    cfg = TrainConfig(
+        preset="lite", iterations=40, crop=64, train_side=128, loss_net="vgg16", loss_weights=str(HED_VGG16), log_every=5
+    )
+    return train_pair(open_rgb(content(2), 256), open_rgb(style(2), 256), cfg)

@@ -60,3 +60,37 @@ def test_tiles_share_whole_image_statistics(trained_like):
 def test_bad_tiling_is_refused(trained_like):
     with pytest.raises(ValueError, match="bad tiling"):
         Stylizer(*trained_like, tile_size=64, tile_overlap=64)
+
+
+def test_guided_upsampling_recovers_a_smoothly_varying_affine_recolouring():
+    from photostyle.guided import guided_upsample
+
+    full = to_tensor(open_rgb(content(5))).unsqueeze(0)
+    h, w = full.shape[-2:]
+    ramp = torch.linspace(0, 1, w)[None, None, None, :].expand(1, 1, h, w)  # the look changes across the photo
+
+    def recolour(x: torch.Tensor) -> torch.Tensor:
+        r = torch.nn.functional.interpolate(ramp, size=x.shape[-2:], mode="bilinear", align_corners=True)
+        warm = torch.stack([x[:, 0] * 1.1 + 0.05, x[:, 1] * 0.95, x[:, 2] * 0.8 + 0.1 * x[:, 0]], dim=1)
+        return r * warm + (1 - r) * x
+
+    small = torch.nn.functional.interpolate(full, scale_factor=0.25, mode="area")
+    error = (guided_upsample(small, recolour(small), full) - recolour(full)).abs()
+    assert error.mean() < 3e-3 and error.max() < 0.06, (error.mean(), error.max())  # ridge: flat areas shrink
+
+
+def test_guided_render_is_the_full_render_up_to_the_working_side_and_affine_beyond(hed_pair):
+    from photostyle.guided import apply_local_affine, fit_local_affine
+
+    x = to_tensor(open_rgb(content(6), 384)).unsqueeze(0)
+    full = Stylizer(hed_pair.base, hed_pair.style).tensor(x)
+    same = Stylizer(hed_pair.base, hed_pair.style, render="guided", working_side=384).tensor(x)
+    assert torch.equal(same, full)  # nothing to lift
+    guided = Stylizer(hed_pair.base, hed_pair.style, render="guided", working_side=128).tensor(x)
+    assert guided.shape == x.shape
+    # The result is, window by window, an affine recolouring of the full-resolution input.
+    refit = apply_local_affine(fit_local_affine(x, guided, radius=2, eps=1e-6), x)
+    assert (refit - guided).abs().mean() < 2e-3
+    assert (guided - x).abs().mean() > 0.01  # and it does recolour
+    with pytest.raises(ValueError, match="unknown render 'fast'"):
+        Stylizer(hed_pair.base, hed_pair.style, render="fast")
