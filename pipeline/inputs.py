@@ -1,0 +1,114 @@
+"""What ``apply`` works on: every photo under a folder or bucket prefix, or the URIs that a Parquet
+or CSV manifest lists in a ``uri`` column, as one Arrow array of URIs.
+
+Listing keeps what ``photostyle.imageio`` can decode (by extension, any case) and skips hidden
+files and folders (a dot-prefixed name: editors' and sync tools' litter, and the temporary names
+an interrupted local write leaves) and the output folder when it lies inside the input. For
+millions of objects a manifest (e.g. made from an S3 Inventory) is faster than listing a prefix.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from photostyle.imageio import EXTENSIONS
+from pipeline.manifests import ManifestError
+from pipeline.storage import ObjectNotFound, StorageError, filesystem, uri_of
+
+__all__ = ["MANIFEST_SUFFIXES", "URI_COLUMN", "Inputs", "list_inputs", "read_uri_manifest"]
+
+log = logging.getLogger(__name__)
+
+URI_COLUMN = "uri"
+MANIFEST_SUFFIXES = (".parquet", ".csv")
+_IMAGE_RE = r"\.(" + "|".join(sorted(re.escape(e.lstrip(".")) for e in EXTENSIONS)) + r")$"
+_HIDDEN_RE = r"(^|/)\."
+_ABSOLUTE_RE = r"^([A-Za-z][A-Za-z0-9+.-]*://|/)"
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Input URIs, and the folder they were listed from (``None`` for a manifest, whose URIs
+    may repeat: deduplicating ten million strings costs more than doing it to the work list)."""
+
+    uris: pa.Array | pa.ChunkedArray
+    root: str | None
+
+
+def list_inputs(input_uri: str, *, exclude: str | None = None) -> Inputs:
+    """The photos of a folder/prefix (recursively, minus anything under ``exclude``) or of a
+    ``.parquet``/``.csv`` URI manifest."""
+    fs, path = filesystem(input_uri)
+    fs.invalidate_cache(path)
+    if path.lower().endswith(MANIFEST_SUFFIXES) and fs.isfile(path):
+        return Inputs(read_uri_manifest(input_uri), None)
+    if not fs.isdir(path):
+        if fs.exists(path):
+            raise StorageError(
+                f"{input_uri}: a file, not a folder, a prefix or a manifest ({', '.join(MANIFEST_SUFFIXES)} "
+                f"with a {URI_COLUMN!r} column)"
+            )
+        raise ObjectNotFound(f"{input_uri}: no such folder, prefix or manifest")
+    root = uri_of(fs, path)
+    found = pa.array(fs.find(path), pa.string())
+    rel = pc.utf8_slice_codeunits(found, len(path) + 1)
+    keep = pc.and_(
+        pc.match_substring_regex(rel, _IMAGE_RE, ignore_case=True),
+        pc.invert(pc.match_substring_regex(rel, _HIDDEN_RE)),
+    )
+    if exclude is not None and exclude.startswith(root + "/"):
+        inside = exclude[len(root) + 1 :] + "/"
+        keep = pc.and_(keep, pc.invert(pc.starts_with(rel, inside)))
+    uris = pc.binary_join_element_wise(root, pc.filter(rel, keep), "/")
+    log.info("found %d photos among %d objects under %s", len(uris), len(found), root)
+    return Inputs(uris, root)
+
+
+def read_uri_manifest(uri: str) -> pa.Array | pa.ChunkedArray:
+    """The URIs of a Parquet or CSV file's ``uri`` column, as listed.
+
+    Refused, naming the file (and the row, counted from 1): no such column, non-string values,
+    empty values, and relative paths (a URI must say where it is: ``scheme://`` or ``/``)."""
+    fs, path = filesystem(uri)
+    where = f"input manifest {uri}"
+    try:
+        if path.lower().endswith(".csv"):
+            with fs.open(path, "rb") as f:
+                header = pacsv.open_csv(f).schema.names
+                if URI_COLUMN not in header:
+                    raise ManifestError(f"{where}: no {URI_COLUMN!r} column (found: {', '.join(header) or 'none'})")
+            with fs.open(path, "rb") as f:
+                options = pacsv.ConvertOptions(include_columns=[URI_COLUMN], column_types={URI_COLUMN: pa.string()})
+                column = pacsv.read_csv(f, convert_options=options)[URI_COLUMN]
+        else:
+            with fs.open(path, "rb") as f:
+                names = pq.ParquetFile(f).schema_arrow.names
+            if URI_COLUMN not in names:
+                raise ManifestError(f"{where}: no {URI_COLUMN!r} column (found: {', '.join(names) or 'none'})")
+            column = pq.read_table(path, filesystem=fs, columns=[URI_COLUMN])[URI_COLUMN]
+    except FileNotFoundError as exc:
+        raise ManifestError(f"{where}: no such file") from exc
+    except (pa.ArrowException, OSError) as exc:
+        raise ManifestError(f"{where}: not a readable {path.rsplit('.', 1)[-1].upper()} file ({exc})") from exc
+
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        raise ManifestError(f"{where}: column {URI_COLUMN!r} must hold strings, not {column.type}")
+    empty = pc.fill_null(pc.equal(pc.utf8_length(column), 0), True)
+    first = pc.index(empty, True).as_py()
+    if first >= 0:
+        raise ManifestError(f"{where}: row {first + 1}: empty {URI_COLUMN!r}")
+    first = pc.index(pc.match_substring_regex(column, _ABSOLUTE_RE), False).as_py()
+    if first >= 0:
+        raise ManifestError(
+            f"{where}: row {first + 1}: {column[first].as_py()!r} is not absolute (use scheme:// or a path from /)"
+        )
+    return column

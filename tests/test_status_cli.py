@@ -1,0 +1,59 @@
+"""``pst-pipeline status`` on hand-written manifests: counted per distinct input, per style
+version, per run."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+from click.testing import CliRunner
+
+from pipeline.cli import main
+from pipeline.manifests import write_outputs_part
+
+
+def rows(run_id: str, style: str, version: str, results: dict[str, str], minute: int) -> list[dict]:
+    return [
+        {
+            "input_uri": f"/in/{name}.jpg",
+            "output_uri": f"/out/{name}.jpg" if status == "ok" else None,
+            "style": style,
+            "style_version": version,
+            "base_id": "0123456789abcdef",
+            "status": status,
+            "error": None if status == "ok" else f"/in/{name}.jpg: truncated image",
+            "width": 4,
+            "height": 3,
+            "seconds": 0.1,
+            "run_id": run_id,
+            "finished_at": datetime(2026, 1, 2, 3, minute, tzinfo=timezone.utc),
+        }
+        for name, status in results.items()
+    ]
+
+
+def test_status_counts_each_input_once_per_style_version_and_reports_the_last_run(tmp_path) -> None:
+    out = str(tmp_path / "out")
+    write_outputs_part(out, rows("20260102t0300z-a", "look", "v1", {"a": "ok", "b": "error", "c": "error"}, 1))
+    write_outputs_part(out, rows("20260102t0300z-a", "look", "v1", {"d": "ok"}, 2))  # same run, another batch
+    write_outputs_part(out, rows("20260102t0400z-b", "look", "v1", {"b": "ok", "c": "error"}, 9))  # retried
+    write_outputs_part(out, rows("20260102t0400z-b", "look", "v1", {"a": "ok"}, 8))  # a duplicate ok row
+    write_outputs_part(out, rows("20260102t0500z-c", "look", "v2", {"a": "error", "e": "ok"}, 30))
+
+    result = CliRunner().invoke(main, ["status", "--output", out, "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {
+        "ok": 4,  # a, b, d, e: a's v2 failure does not undo its v1 success
+        "error": 1,  # c never succeeded
+        "styles": [
+            {"style": "look", "style_version": "v1", "ok": 3, "error": 1},
+            {"style": "look", "style_version": "v2", "ok": 1, "error": 1},
+        ],
+        "runs": 3,
+        "last_run": {"run_id": "20260102t0500z-c", "finished_at": "2026-01-02T03:30:00+00:00", "ok": 1, "error": 1},
+    }
+
+    text = CliRunner().invoke(main, ["status", "--output", out]).stdout.splitlines()
+    assert text[0] == "4 ok, 1 failed, 3 run(s)"
+    assert text[1:3] == ["  look@v1: 3 ok, 1 failed", "  look@v2: 1 ok, 1 failed"]
+    assert text[3].startswith("last run 20260102t0500z-c")
