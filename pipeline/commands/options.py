@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import click
 
+from photostyle import PRESETS
 from pipeline.storage import DEFAULT_STORE, STORE_ENV
+from pipeline.training_jobs import LOSS_NETS
 
-__all__ = ["store_option"]
+__all__ = ["TRAIN_SETTINGS", "store_option", "train_options"]
+
+F = TypeVar("F", bound=Callable[..., object])
 
 # No click default or envvar here: pipeline.storage.resolve_store owns the precedence
 # (--store, then $PST_STORE, then ./pst-store), so library callers get the same answer.
@@ -16,3 +23,67 @@ store_option = click.option(
     default=None,
     help=f"Style store: any fsspec URI (path, s3://, gs://, ...). [default: ${STORE_ENV}, else {DEFAULT_STORE}]",
 )
+
+
+def _resource_quantity(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """Ray takes fractions of one CPU/GPU (several tasks share it) or whole numbers, not 1.5."""
+    if value is not None and value > 1 and not value.is_integer():
+        raise click.BadParameter(f"{value} is neither a fraction below 1 nor a whole number")
+    return value
+
+
+_TRAIN_OPTIONS = (
+    click.option(
+        "--preset",
+        type=click.Choice(sorted(PRESETS)),
+        show_default="lite; with train --mode style, the base's",
+        help="Network size.",
+    ),
+    click.option(
+        "--iterations",
+        type=int,
+        show_default="the preset's; half of it with train --mode style",
+        help="Training iterations.",
+    ),
+    click.option("--crop", type=int, metavar="PX", show_default="the preset's", help="Random-crop side in pixels."),
+    click.option(
+        "--loss-net",
+        type=click.Choice(LOSS_NETS),
+        default="vgg19",
+        show_default=True,
+        help="Loss network; random: seeded random VGG19, for plumbing tests only.",
+    ),
+    click.option(
+        "--vgg-weights",
+        metavar="URI",
+        show_default="torchvision's ImageNet weights",
+        help="Loss-network weights in torchvision's layout, any fsspec URI (fetched once per node).",
+    ),
+    click.option("--seed", type=int, default=0, show_default=True, help="Seed for initialisation and crops."),
+    click.option(
+        "--gpus-per-task",
+        type=click.FloatRange(min=0),
+        callback=_resource_quantity,
+        show_default="1 if the cluster has GPUs, else 0",
+        help="GPUs per row's task.",
+    ),
+    click.option(
+        "--cpus-per-task",
+        type=click.FloatRange(min=0, min_open=True),
+        default=1.0,
+        show_default=True,
+        callback=_resource_quantity,
+        help="CPUs per row's task (also its number of torch threads).",
+    ),
+)
+
+TRAIN_SETTINGS = ("preset", "iterations", "crop", "loss_net", "vgg_weights", "seed", "gpus_per_task", "cpus_per_task")
+"""The parameter names :func:`train_options` adds, in order."""
+
+
+def train_options(command: F) -> F:
+    """Add the training flags (network, iterations, loss network, seed, per-task resources) of
+    ``train`` to a command, as the keyword arguments named in :data:`TRAIN_SETTINGS`."""
+    for option in reversed(_TRAIN_OPTIONS):
+        command = option(command)
+    return command

@@ -9,13 +9,11 @@ from collections import Counter
 
 import click
 
-from photostyle import PRESETS
 from pipeline.commands.errors import reported
-from pipeline.commands.options import store_option
+from pipeline.commands.options import store_option, train_options
 from pipeline.manifests import STATUS_ERROR, STATUS_OK
 from pipeline.storage import resolve_store
 from pipeline.training_jobs import (
-    LOSS_NETS,
     MODES,
     STATUS_SKIPPED,
     RowResult,
@@ -31,13 +29,6 @@ __all__ = ["train"]
 log = logging.getLogger(__name__)
 
 
-def _resource_quantity(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
-    """Ray takes fractions of one CPU/GPU (several tasks share it) or whole numbers, not 1.5."""
-    if value is not None and value > 1 and not value.is_integer():
-        raise click.BadParameter(f"{value} is neither a fraction below 1 nor a whole number")
-    return value
-
-
 @click.command()
 @click.option(
     "--pairs", "pairs_uri", metavar="URI", required=True, help="Pairs manifest (Parquet: content, style, name)."
@@ -51,45 +42,7 @@ def _resource_quantity(ctx: click.Context, param: click.Parameter, value: float 
     help="pair: a fresh base and two styles per row; style: two new styles on the frozen --base.",
 )
 @click.option("--base", "base_id", metavar="BASE_ID", help="The base to train new styles on (--mode style).")
-@click.option(
-    "--preset",
-    type=click.Choice(sorted(PRESETS)),
-    show_default="lite; with --mode style, the base's",
-    help="Network size.",
-)
-@click.option(
-    "--iterations", type=int, show_default="the preset's; half of it with --mode style", help="Training iterations."
-)
-@click.option("--crop", type=int, metavar="PX", show_default="the preset's", help="Random-crop side in pixels.")
-@click.option(
-    "--loss-net",
-    type=click.Choice(LOSS_NETS),
-    default="vgg19",
-    show_default=True,
-    help="Loss network; random: seeded random VGG19, for plumbing tests only.",
-)
-@click.option(
-    "--vgg-weights",
-    metavar="URI",
-    show_default="torchvision's ImageNet weights",
-    help="Loss-network weights in torchvision's layout, any fsspec URI (fetched once per node).",
-)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for initialisation and crops.")
-@click.option(
-    "--gpus-per-task",
-    type=click.FloatRange(min=0),
-    callback=_resource_quantity,
-    show_default="1 if the cluster has GPUs, else 0",
-    help="GPUs per row's task.",
-)
-@click.option(
-    "--cpus-per-task",
-    type=click.FloatRange(min=0, min_open=True),
-    default=1.0,
-    show_default=True,
-    callback=_resource_quantity,
-    help="CPUs per row's task (also its number of torch threads).",
-)
+@train_options
 @click.option("--force", is_flag=True, help="Train rows again even if already trained the same way.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout, for scripts.")
 def train(
