@@ -11,6 +11,11 @@ import logging
 
 import click
 
+from pipeline.commands.apply import apply
+from pipeline.commands.demo import demo
+from pipeline.commands.eval import eval_command
+from pipeline.commands.preview import preview
+from pipeline.commands.status import status
 from pipeline.commands.styles import styles
 from pipeline.commands.train import train
 
@@ -27,5 +32,10 @@ def main(verbose: bool, quiet: bool) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+main.add_command(apply)
+main.add_command(demo)
+main.add_command(eval_command)
+main.add_command(preview)
+main.add_command(status)
 main.add_command(styles)
 main.add_command(train)
