@@ -24,7 +24,18 @@ from PIL import Image
 
 from photostyle import device as devices
 from photostyle.imageio import to_tensor
-from photostyle.losses import LossConfig, content_loss, cycle_loss, default_loss_config, gram, self_loss, style_loss
+from photostyle.losses import (
+    LossConfig,
+    colour_directions,
+    colour_loss,
+    content_loss,
+    cycle_loss,
+    default_loss_config,
+    gram,
+    self_loss,
+    sorted_projections,
+    style_loss,
+)
 from photostyle.lossnet import LossNetwork, load_loss_network
 from photostyle.model import Base, Style, build_net, identity_style, split_net
 from photostyle.network import StyleNet
@@ -184,6 +195,8 @@ def _train(
     with torch.no_grad(), devices.autocast(dev):
         grams_s = {n: gram(f) for n, f in lossnet(s_full).items() if n in losses.style_layers}
         grams_c = {n: gram(f) for n, f in lossnet(c_full).items() if n in losses.style_layers}
+    directions = colour_directions().to(dev)
+    colours_s, colours_c = sorted_projections(s_full, directions), sorted_projections(c_full, directions)
     optimizer = torch.optim.Adam(trainable, lr=cfg.learning_rate)
     gen = torch.Generator().manual_seed(cfg.seed)
     styles_fwd = torch.tensor([STYLE, REVERSE, REVERSE, STYLE], device=dev)
@@ -208,12 +221,14 @@ def _train(
                 "content": content_loss(out, ref, losses.content_layers),
                 "style": style_loss({n: f[:1] for n, f in out.items()}, grams_s, losses.style_layers)
                 + style_loss({n: f[1:] for n, f in out.items()}, grams_c, losses.style_layers),
+                "colour": colour_loss(cs, colours_s, directions) + colour_loss(sc, colours_c, directions),
                 "cycle": cycle_loss(csc, c) + cycle_loss(scs, s),
                 "self": self_loss(cc, c) + self_loss(ss, s),
             }
             weighted = {
                 "content": losses.content_weight * terms["content"],
                 "style": losses.style_weight * terms["style"],
+                "colour": losses.colour_weight * terms["colour"],
                 "cycle": losses.cycle_weight * terms["cycle"],
                 "self": losses.self_weight * terms["self"],
             }

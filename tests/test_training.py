@@ -28,7 +28,7 @@ def test_train_pair_returns_a_base_two_styles_and_a_report(pair):
     assert any(not torch.equal(pair.style.tensors[k], pair.reverse.tensors[k]) for k in fresh.tensors)
     report = pair.report
     assert report.iterations == 3 and len(report.history) == 3
-    assert set(report.final_losses) == {"total", "content", "style", "cycle", "self"}
+    assert set(report.final_losses) == {"total", "content", "style", "colour", "cycle", "self"}
     assert report.loss_network["weights"] == "random"
     assert report.config["crop"] == 32 and report.config["preset"] == "lite"
     assert report.seconds > 0

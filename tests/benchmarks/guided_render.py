@@ -1,0 +1,63 @@
+"""Full vs guided rendering of a 7 MP photo: time, speed-up, and both results' quality metrics.
+
+    python tests/benchmarks/guided_render.py [--working-side 1024] [--iterations N] [--json]
+
+Trains a lite style on ../shared/data/highres (content.jpg + style.png) with the trained VGG16 of
+../shared/data/lossnet, then renders content.jpg (3056x2292) with ``render="full"`` (the net on
+every pixel, tiled) and ``render="guided"`` (the net at ``--working-side``, lifted with local affine
+colour maps), and prints seconds, the speed-up, and structure / style_swd / affine_res of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from photostyle import Stylizer, TrainConfig, train_pair
+from photostyle.imageio import read, to_image, to_tensor
+from pipeline.quality import metrics
+
+log = logging.getLogger("guided_render")
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--working-sides", type=int, nargs="+", default=[1024])
+    parser.add_argument("--iterations", type=int, default=None, help="training iterations (lite default)")
+    parser.add_argument("--save", type=Path, default=None, help="folder to write the rendered photos to")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    content = read(args.data / "highres" / "content.jpg").image
+    style = read(args.data / "highres" / "style.png").image
+    weights = args.data / "lossnet" / "vgg16-hed-bsds500.safetensors"
+    pair = train_pair(content, style, TrainConfig(iterations=args.iterations, loss_net="vgg16", loss_weights=str(weights)))
+    x = to_tensor(content).unsqueeze(0)
+    result: dict[str, object] = {"photo": f"{content.width}x{content.height}", "threads": torch.get_num_threads()}
+    renders = [("full", None)] + [("guided", side) for side in args.working_sides]
+    for render, side in renders:
+        stylizer = Stylizer(pair.base, pair.style, render=render, working_side=side or 1024)
+        start = time.perf_counter()
+        out = to_image(stylizer.tensor(x)[0])
+        seconds = time.perf_counter() - start
+        key = render if side is None else f"guided_{side}"
+        result[key] = {"seconds": round(seconds, 3), **{k: round(v, 4) for k, v in metrics(content, style, out).items()}}
+        if args.save:
+            args.save.mkdir(parents=True, exist_ok=True)
+            out.save(args.save / f"{key}.jpg", quality=92)
+        log.info("%s: %s", key, result[key])
+    full_s = result["full"]["seconds"]  # type: ignore[index]
+    for render, side in renders[1:]:
+        result[f"speedup_guided_{side}"] = round(full_s / result[f"guided_{side}"]["seconds"], 2)  # type: ignore[index]
+    print(json.dumps(result, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
+
+
+if __name__ == "__main__":
+    main()
