@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -100,18 +101,28 @@ def colour_directions(count: int = 32, seed: int = 0) -> torch.Tensor:
 
 
 def sorted_projections(image: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
-    """Pixel colours of ``(1, 3, H, W)`` projected on each direction and sorted: ``(H*W, K)``."""
-    pixels = image.float().reshape(3, -1).t()
-    return torch.sort(pixels @ directions.to(pixels.device), dim=0).values
+    """Pixel colours of ``(1, 3, H, W)`` projected on each direction and sorted: ``(K, H*W)``
+    (sorting along the contiguous last dimension: many times faster on CPU)."""
+    pixels = image.float().reshape(3, -1)
+    return _sort_rows(directions.to(pixels.device).t() @ pixels)
+
+
+def _sort_rows(x: torch.Tensor) -> torch.Tensor:
+    """Differentiable row-wise sort. On CPU the order comes from numpy's argsort: torch.sort is
+    about 25x slower there (measured: 100 ms vs 4 ms for 32 x 16384 on 2 cores)."""
+    if x.device.type != "cpu":
+        return torch.sort(x, dim=1).values
+    order = torch.from_numpy(np.argsort(x.detach().numpy(), axis=1, kind="quicksort"))
+    return torch.gather(x, 1, order)
 
 
 def colour_loss(output: torch.Tensor, target_sorted: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
     """Sliced Wasserstein-1 distance between the output's pixel colours and a target photo's
     (given as :func:`sorted_projections`), comparing quantiles along each direction."""
     ours = sorted_projections(output, directions)
-    n, m = ours.shape[0], target_sorted.shape[0]
+    n, m = ours.shape[1], target_sorted.shape[1]
     index = ((torch.arange(n, device=ours.device) + 0.5) * (m / n)).long().clamp_(max=m - 1)
-    return (ours - target_sorted[index]).abs().mean()
+    return (ours - target_sorted[:, index]).abs().mean()
 
 
 def cycle_loss(reconstructed: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
