@@ -4,8 +4,8 @@ write and commit.
 Batches are Arrow tables, one row per photo. A photo that fails at any step keeps its row with
 an ``error`` message (starting with its URI) and skips the remaining steps, so one bad file
 never fails a batch. Decoded pixels travel as raw RGB bytes with their width and height:
-photos of every size share one batch, and the stylise step runs them one at a time (at real
-photo sizes, stacking equal-sized photos bought nothing on CPU; see ``apply_job``).
+photos of every size share one batch, and the stylise step runs them one at a time (why: see
+``apply_job``).
 
 Commit protocol (``write_and_commit``): every result is written whole (temp file + rename
 locally, one PUT on object stores), *then* one manifest part records exactly this batch. A

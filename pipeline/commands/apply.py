@@ -11,7 +11,7 @@ from photostyle.stylize import RENDERS
 from pipeline.apply_job import ApplyOptions, JobFailed, PlanError, plan_apply, run_apply
 from pipeline.catalog import Catalog
 from pipeline.commands.errors import reported
-from pipeline.commands.options import _resource_quantity, store_option
+from pipeline.commands.options import resource_quantity, store_option
 from pipeline.outputs import FORMATS, SAME_FORMAT
 from pipeline.published import load_style
 from pipeline.storage import resolve_store
@@ -57,7 +57,7 @@ EXIT_TOO_MANY_ERRORS = 3
     "--gpus-per-worker",
     type=click.FloatRange(min=0),
     default=None,
-    callback=_resource_quantity,
+    callback=resource_quantity,
     metavar="F",
     help="GPUs per stylise worker (fractions share a GPU); 0 runs on CPUs. [default: 1 when the cluster has GPUs, else 0]",
 )

@@ -11,7 +11,7 @@ from photostyle import PRESETS
 from pipeline.storage import DEFAULT_STORE, STORE_ENV
 from pipeline.training_jobs import LOSS_NETS
 
-__all__ = ["TRAIN_SETTINGS", "store_option", "train_options"]
+__all__ = ["TRAIN_SETTINGS", "resource_quantity", "store_option", "train_options"]
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -25,7 +25,7 @@ store_option = click.option(
 )
 
 
-def _resource_quantity(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+def resource_quantity(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
     """Ray takes fractions of one CPU/GPU (several tasks share it) or whole numbers, not 1.5."""
     if value is not None and value > 1 and not value.is_integer():
         raise click.BadParameter(f"{value} is neither a fraction below 1 nor a whole number")
@@ -63,7 +63,7 @@ _TRAIN_OPTIONS = (
     click.option(
         "--gpus-per-task",
         type=click.FloatRange(min=0),
-        callback=_resource_quantity,
+        callback=resource_quantity,
         show_default="1 if the cluster has GPUs, else 0",
         help="GPUs per row's task.",
     ),
@@ -72,7 +72,7 @@ _TRAIN_OPTIONS = (
         type=click.FloatRange(min=0, min_open=True),
         default=1.0,
         show_default=True,
-        callback=_resource_quantity,
+        callback=resource_quantity,
         help="CPUs per row's task (also its number of torch threads).",
     ),
 )
