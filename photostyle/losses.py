@@ -48,7 +48,7 @@ class LossConfig:
     content_layers: tuple[str, ...]
     style_layers: tuple[str, ...]
     content_weight: float = 1.0
-    style_weight: float = 1.0
+    style_weight: float = 3.0
     colour_weight: float = 10.0
     cycle_weight: float = 10.0
     self_weight: float = 10.0
