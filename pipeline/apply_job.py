@@ -75,7 +75,7 @@ class ApplyOptions:
     format: str = SAME_FORMAT
     quality: int = 92
     max_side: int | None = None
-    render: str = "full"
+    render: str = "guided"  # measured: 9x faster at 7 MP, no worse (README, Quality)
     working_side: int = 1024
     batch_size: int = 32
     concurrency: int | None = None

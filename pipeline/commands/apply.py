@@ -45,10 +45,11 @@ EXIT_TOO_MANY_ERRORS = 3
 @click.option(
     "--render",
     type=click.Choice(RENDERS),
-    default="full",
+    default=ApplyOptions.render,
     show_default=True,
     help="full: the network on every pixel; guided: the network at --working-side, lifted to full size by local "
-    "colour maps (many times faster on large photos). Done photos are not redone when it changes: use --force.",
+    "colour maps (9x faster on a 7 MP photo, structure and affine_res no worse; identical up to --working-side). "
+    "Done photos are not redone when it changes: use --force.",
 )
 @click.option("--working-side", type=click.IntRange(min=64), default=1024, show_default=True, metavar="PX", help="Long side the network sees with --render guided.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Photos per batch, and per manifest commit.")
