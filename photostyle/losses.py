@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from photostyle.colour import fibonacci_directions, rgb_to_lab
+
 __all__ = [
     "LossConfig",
     "default_loss_config",
@@ -94,16 +96,15 @@ def style_loss(output: Mapping[str, torch.Tensor], target_grams: Mapping[str, to
     ) / len(layers)
 
 
-def colour_directions(count: int = 32, seed: int = 0) -> torch.Tensor:
-    """``count`` fixed random unit directions in RGB space, ``(3, count)``."""
-    d = torch.randn(3, count, generator=torch.Generator().manual_seed(seed))
-    return d / d.norm(dim=0, keepdim=True)
+def colour_directions(count: int = 64) -> torch.Tensor:
+    """``count`` fixed unit directions in Lab space, ``(3, count)``."""
+    return fibonacci_directions(count)
 
 
 def sorted_projections(image: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
-    """Pixel colours of ``(1, 3, H, W)`` projected on each direction and sorted: ``(K, H*W)``
+    """Lab colours of ``(1, 3, H, W)`` sRGB pixels projected on each direction and sorted: ``(K, H*W)``
     (sorting along the contiguous last dimension: many times faster on CPU)."""
-    pixels = image.float().reshape(3, -1)
+    pixels = rgb_to_lab(image).reshape(3, -1)
     return _sort_rows(directions.to(pixels.device).t() @ pixels)
 
 

@@ -49,8 +49,8 @@ STYLE, REVERSE = 0, 1  # slots: the style photo's look (->s) and the content pho
 
 # Per-preset schedule defaults (see README, "Numbers: paper or ours").
 _SCHEDULE = {
-    "paper": {"iterations": 2000, "crop": 256, "train_side": 512},
-    "lite": {"iterations": 300, "crop": 128, "train_side": 384},
+    "paper": {"iterations": 2000, "crop": 256, "train_side": 512, "colour_side": 256},
+    "lite": {"iterations": 300, "crop": 128, "train_side": 384, "colour_side": 192},
 }
 _STYLE_ITERATION_FRACTION = 0.5  # the paper: a new style needs about half the iterations
 
@@ -63,7 +63,9 @@ class TrainConfig:
     iterations: int | None = None  # None: the preset's default (half of it for train_style)
     crop: int | None = None  # random-crop side in pixels; None: the preset's default
     train_side: int | None = None  # photos are downscaled so their long side is at most this
-    learning_rate: float = 1e-3
+    colour_side: int | None = None  # long side of the whole photos the colour term compares
+    learning_rate: float = 1e-3  # shared convolutions
+    norm_learning_rate: float = 1e-2  # per-style (gamma, beta): few numbers that must carry a whole look
     seed: int = 0
     loss_net: str = "vgg19"
     loss_weights: str | None = "imagenet"  # "imagenet", "random" or a local state-dict path
@@ -90,6 +92,7 @@ class TrainConfig:
             iterations=iterations,
             crop=crop,
             train_side=self.train_side or max(sched["train_side"], crop),
+            colour_side=self.colour_side if self.colour_side is not None else sched["colour_side"],
             loss=self.loss or default_loss_config(self.loss_net),
         )
 
@@ -127,7 +130,7 @@ def train_pair(content: Image.Image, style: Image.Image, config: TrainConfig | N
     cfg = (config or TrainConfig()).resolved()
     torch.manual_seed(cfg.seed)
     net = StyleNet(get_preset(cfg.preset), num_styles=2)
-    return _train(net, content, style, cfg, trainable=list(net.parameters()), style_only=False)
+    return _train(net, content, style, cfg, trainable=list(net.named_parameters()), style_only=False)
 
 
 def train_style(base: Base, content: Image.Image, style: Image.Image, config: TrainConfig | None = None) -> StylePair:
@@ -141,13 +144,18 @@ def train_style(base: Base, content: Image.Image, style: Image.Image, config: Tr
     torch.manual_seed(cfg.seed)
     fresh = identity_style(base.config)
     net = build_net(base, [fresh, fresh])
-    norms = [p for name, p in net.named_parameters() if name.endswith((".gamma", ".beta"))]
+    norms = [(name, p) for name, p in net.named_parameters() if _is_norm(name)]
     for p in net.parameters():
         p.requires_grad_(False)
-    for p in norms:
+    for _, p in norms:
         p.requires_grad_(True)
     pair = _train(net, content, style, cfg, trainable=norms, style_only=True)
     return dataclasses.replace(pair, base=base)
+
+
+def _is_norm(parameter_name: str) -> bool:
+    """Whether a parameter is a per-style norm (gamma, beta) row, the only thing a style owns."""
+    return parameter_name.endswith((".gamma", ".beta"))
 
 
 def _preset_name(base: Base) -> str:
@@ -182,7 +190,7 @@ def _train(
     style: Image.Image,
     cfg: TrainConfig,
     *,
-    trainable: list[torch.nn.Parameter],
+    trainable: list[tuple[str, torch.nn.Parameter]],
     style_only: bool,
 ) -> StylePair:
     dev = devices.resolve_device(cfg.device)
@@ -196,8 +204,15 @@ def _train(
         grams_s = {n: gram(f) for n, f in lossnet(s_full).items() if n in losses.style_layers}
         grams_c = {n: gram(f) for n, f in lossnet(c_full).items() if n in losses.style_layers}
     directions = colour_directions().to(dev)
+    c_whole = _prepare(content, cfg.colour_side, dev).contiguous(memory_format=fmt) if cfg.colour_side else None
+    s_whole = _prepare(style, cfg.colour_side, dev).contiguous(memory_format=fmt) if cfg.colour_side else None
     colours_s, colours_c = sorted_projections(s_full, directions), sorted_projections(c_full, directions)
-    optimizer = torch.optim.Adam(trainable, lr=cfg.learning_rate)
+    optimizer = torch.optim.Adam(
+        [
+            {"params": [p for name, p in trainable if not _is_norm(name)], "lr": cfg.learning_rate},
+            {"params": [p for name, p in trainable if _is_norm(name)], "lr": cfg.norm_learning_rate},
+        ]
+    )
     gen = torch.Generator().manual_seed(cfg.seed)
     styles_fwd = torch.tensor([STYLE, REVERSE, REVERSE, STYLE], device=dev)
     styles_cyc = torch.tensor([REVERSE, STYLE], device=dev)
@@ -221,7 +236,11 @@ def _train(
                 "content": content_loss(out, ref, losses.content_layers),
                 "style": style_loss({n: f[:1] for n, f in out.items()}, grams_s, losses.style_layers)
                 + style_loss({n: f[1:] for n, f in out.items()}, grams_c, losses.style_layers),
-                "colour": colour_loss(cs, colours_s, directions) + colour_loss(sc, colours_c, directions),
+                "colour": (
+                    colour_loss(net(c_whole, STYLE), colours_s, directions) + colour_loss(net(s_whole, REVERSE), colours_c, directions)
+                    if c_whole is not None
+                    else colour_loss(cs, colours_s, directions) + colour_loss(sc, colours_c, directions)
+                ),
                 "cycle": cycle_loss(csc, c) + cycle_loss(scs, s),
                 "self": self_loss(cc, c) + self_loss(ss, s),
             }

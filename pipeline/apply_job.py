@@ -45,8 +45,8 @@ import ray.data
 from ray.exceptions import RayError
 
 from pipeline.apply_stages import CommitSpec, DecodeSpec, StyliseActor, read_and_decode, write_and_commit
-from pipeline.inputs import list_inputs
-from pipeline.manifests import OUTPUTS_SCHEMA, STATUS_ERROR, done_inputs, pending, write_outputs_part
+from pipeline.inputs import first_occurrences, list_inputs
+from pipeline.manifests import OUTPUTS_SCHEMA, STATUS_ERROR, pending, pending_inputs, write_outputs_part
 from pipeline.outputs import SAME_FORMAT, OutputLayout, new_run_id
 from pipeline.published import LoadedStyle
 from pipeline.ray_runtime import cluster_has_gpus, ensure_ray
@@ -140,19 +140,23 @@ def plan_apply(style: LoadedStyle, input_uri: str, output_uri: str, options: App
         raise PlanError(f"--output {output_uri} must not be the input folder or contain it ({input_uri})")
     layout = OutputLayout(output, inputs.root, options.format)
 
-    todo = inputs.uris
-    if not options.force:
-        todo = pending(todo, done_inputs(output, style.ref.name, style.ref.version))
-    skipped = len(inputs.uris) - len(todo)
-    if inputs.root is None:
-        todo = pc.unique(todo)  # a manifest may list a URI twice
+    # Memory, at 10 M inputs: only the small sets (done slices, conflicts) are ever hashed
+    # against the inputs, and the full list is dropped before the work list is deduplicated.
     conflicts = layout.conflicts(inputs.uris)
-    rejected = conflicts.filter(pc.is_in(conflicts["input_uri"], value_set=todo))
+    listed, todo = len(inputs.uris), inputs.uris
+    del inputs
+    if not options.force:
+        todo = pending_inputs(todo, output, style.ref.name, style.ref.version)
+    skipped = listed - len(todo)
+    if layout.input_root is None:
+        todo = first_occurrences(todo)
+    refused = pc.filter(todo, pc.is_in(todo, value_set=conflicts["input_uri"]))
+    rejected = conflicts.filter(pc.is_in(conflicts["input_uri"], value_set=refused))
     if rejected.num_rows:
         todo = pending(todo, rejected["input_uri"])
     log.info(
         "%s: %d inputs, %d already done, %d to stylise, %d refused",
-        style.ref.spec, len(inputs.uris), skipped, len(todo), rejected.num_rows,
+        style.ref.spec, listed, skipped, len(todo), rejected.num_rows,
     )
     return Plan(style, layout, todo, rejected, skipped, new_run_id(), started)
 

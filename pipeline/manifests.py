@@ -11,9 +11,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import pyarrow as pa
@@ -22,7 +22,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from pipeline.names import InvalidName, validate_name
-from pipeline.storage import filesystem, join, uri_of, write_exclusive
+from pipeline.storage import AlreadyExists, filesystem, join, uri_of, write_exclusive
 
 __all__ = [
     "MANIFEST_DIR",
@@ -32,8 +32,9 @@ __all__ = [
     "STATUS_OK",
     "ManifestError",
     "done_filter",
-    "done_inputs",
+    "done_slices",
     "pending",
+    "pending_inputs",
     "read_outputs",
     "read_pairs",
     "write_outputs_part",
@@ -69,6 +70,8 @@ OUTPUTS_SCHEMA = pa.schema(
         pa.field("finished_at", pa.timestamp("us", tz="UTC"), nullable=False),
     ]
 )
+
+DONE_SLICE_ROWS = 1_000_000  # done URIs hashed at a time when planning (memory, not correctness)
 
 _PART_PREFIX = "part-"
 _PART_SUFFIX = ".parquet"
@@ -135,10 +138,12 @@ def _is_string_like(t: pa.DataType) -> bool:
 
 # ---- outputs manifest -------------------------------------------------------------------
 def write_outputs_part(output_uri: str, rows: pa.Table | Iterable[Mapping[str, Any]]) -> str:
-    """Write one run's rows as a new part file under ``<output>/_manifest/``; returns its URI.
+    """Commit rows of one run as a part file under ``<output>/_manifest/``; returns its URI.
 
-    The rows must share one ``run_id`` (it names the file). The file is created whole and
-    exclusively, never appended to or replaced."""
+    The rows must share one ``run_id``. The file is created whole and exclusively, never appended
+    to or replaced, and its name is derived from the run and the rows' inputs: a task that Ray
+    retries after it committed (its worker died before reporting) finds its part already there
+    and adds nothing, so no photo gets two rows for one attempt."""
     table = _conform_outputs(rows, output_uri)
     run_ids = pc.unique(table["run_id"]).to_pylist()
     if len(run_ids) != 1:
@@ -151,10 +156,22 @@ def write_outputs_part(output_uri: str, rows: pa.Table | Iterable[Mapping[str, A
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     fs, root = filesystem(output_uri)
-    path = join(root, MANIFEST_DIR, f"{_PART_PREFIX}{run_id}-{uuid.uuid4().hex}{_PART_SUFFIX}")
-    write_exclusive(fs, path, sink.getvalue().to_pybytes())
+    path = join(root, MANIFEST_DIR, f"{_PART_PREFIX}{run_id}-{_inputs_key(table['input_uri'])}{_PART_SUFFIX}")
+    try:
+        write_exclusive(fs, path, sink.getvalue().to_pybytes())
+    except AlreadyExists:
+        log.warning("manifest part %s was already committed (a retried task); not written again", uri_of(fs, path))
+        return uri_of(fs, path)
     log.info("wrote %d manifest rows to %s", table.num_rows, uri_of(fs, path))
     return uri_of(fs, path)
+
+
+def _inputs_key(uris: pa.ChunkedArray) -> str:
+    """A name for a set of input URIs: the same set, in any order, gets the same key."""
+    digest = hashlib.sha256()
+    for uri in sorted(uris.to_pylist()):
+        digest.update(uri.encode() + b"\0")
+    return digest.hexdigest()[:32]
 
 
 def _conform_outputs(rows: pa.Table | Iterable[Mapping[str, Any]], output_uri: str) -> pa.Table:
@@ -195,6 +212,18 @@ def read_outputs(
 ) -> pa.Table:
     """All part files' rows (only ``columns``, only rows matching ``filter``: both pushed down to
     the scan, so memory follows the result, not the manifest). Empty when nothing was written."""
+    dataset = _outputs_dataset(output_uri)
+    if dataset is None:
+        empty = OUTPUTS_SCHEMA.empty_table()
+        return empty.select(columns) if columns else empty
+    try:
+        return dataset.to_table(columns=columns, filter=filter)
+    except (pa.ArrowException, OSError) as exc:
+        raise ManifestError(f"outputs manifest {output_uri}: cannot read part files ({exc})") from exc
+
+
+def _outputs_dataset(output_uri: str) -> ds.Dataset | None:
+    """The part files as one Arrow dataset, or None when there are none."""
     fs, root = filesystem(output_uri)
     directory = join(root, MANIFEST_DIR)
     fs.invalidate_cache(directory)
@@ -203,11 +232,9 @@ def read_outputs(
     except FileNotFoundError:
         paths = []
     if not paths:
-        empty = OUTPUTS_SCHEMA.empty_table()
-        return empty.select(columns) if columns else empty
+        return None
     try:
-        dataset = ds.dataset(paths, schema=OUTPUTS_SCHEMA, format="parquet", filesystem=fs)
-        return dataset.to_table(columns=columns, filter=filter)
+        return ds.dataset(paths, schema=OUTPUTS_SCHEMA, format="parquet", filesystem=fs)
     except (pa.ArrowException, OSError) as exc:
         raise ManifestError(f"outputs manifest {uri_of(fs, directory)}: cannot read part files ({exc})") from exc
 
@@ -226,10 +253,41 @@ def done_filter(style: str, style_version: str) -> pc.Expression:
     )
 
 
-def done_inputs(output_uri: str, style: str, style_version: str) -> pa.Array:
-    """The distinct ``input_uri`` already done for this style version under ``output_uri``."""
-    done = read_outputs(output_uri, columns=["input_uri"], filter=done_filter(style, style_version))
-    return pc.unique(done["input_uri"])
+def done_slices(output_uri: str, style: str, style_version: str, *, slice_rows: int = DONE_SLICE_ROWS) -> Iterator[pa.Array]:
+    """The ``input_uri`` of the ``ok`` rows for this style version, in slices of about
+    ``slice_rows`` (duplicates possible: a photo redone with ``--force`` has several rows)."""
+    dataset = _outputs_dataset(output_uri)
+    if dataset is None:
+        return
+    batches: list[pa.RecordBatch] = []
+    rows = 0
+    try:
+        for batch in dataset.to_batches(columns=["input_uri"], filter=done_filter(style, style_version)):
+            batches.append(batch)
+            rows += batch.num_rows
+            if rows >= slice_rows:
+                yield pa.Table.from_batches(batches)["input_uri"].combine_chunks()
+                batches, rows = [], 0
+    except (pa.ArrowException, OSError) as exc:
+        raise ManifestError(f"outputs manifest {output_uri}: cannot read part files ({exc})") from exc
+    if rows:
+        yield pa.Table.from_batches(batches)["input_uri"].combine_chunks()
+
+
+def pending_inputs(
+    inputs: pa.Array | pa.ChunkedArray, output_uri: str, style: str, style_version: str, *, slice_rows: int = DONE_SLICE_ROWS
+) -> pa.Array | pa.ChunkedArray:
+    """The ``inputs`` without an ``ok`` row for this style version, in input order.
+
+    A hash anti-join, one slice of the done set at a time: a hash set costs about 120 bytes per
+    URI in Arrow, so holding every done URI of a 10 M-photo collection at once would cost more
+    than the inputs themselves. Each slice's set is dropped before the next is built, so memory
+    follows the inputs, not the manifest's history."""
+    done = None
+    for uris in done_slices(output_uri, style, style_version, slice_rows=slice_rows):
+        found = pc.is_in(inputs, value_set=uris)
+        done = found if done is None else pc.or_(done, found)
+    return inputs if done is None else pc.filter(inputs, pc.invert(done))
 
 
 def pending(inputs: pa.Array | pa.ChunkedArray, done: pa.Array) -> pa.Array | pa.ChunkedArray:

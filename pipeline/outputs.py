@@ -8,6 +8,7 @@ and each write task maps its own batch with the same code.
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from dataclasses import dataclass
@@ -95,10 +96,14 @@ class OutputLayout:
             checks.append((shared, pc.binary_join_element_wise("its result ", full, " would also be another input's result", "")))
         if not checks:
             return pa.table({"input_uri": pa.array([], pa.string()), "error": pa.array([], pa.string())})
-        reason = pc.case_when(pc.make_struct(*(mask for mask, _ in checks)), *(text for _, text in checks))
-        bad = pc.is_valid(reason)
+        # Reasons only for the refused rows: case_when over all of them would allocate its text
+        # for every input (640 MB at 10 M inputs).
+        bad = functools.reduce(pc.or_, (mask for mask, _ in checks))
+        masks = [pc.filter(mask, bad) for mask, _ in checks]
+        texts = [text if isinstance(text, pa.Scalar) else pc.filter(text, bad) for _, text in checks]
         rejected = pc.filter(uris, bad)
-        return pa.table({"input_uri": rejected, "error": pc.binary_join_element_wise(rejected, pc.filter(reason, bad), ": ")})
+        reason = pc.case_when(pc.make_struct(*masks), *texts)
+        return pa.table({"input_uri": rejected, "error": pc.binary_join_element_wise(rejected, reason, ": ")})
 
     def _formats(self, uris: pa.Array | pa.ChunkedArray) -> tuple[pa.Scalar | pa.Array, pa.Array]:
         """The output format of each input (a scalar unless ``same``), and whether its name

@@ -26,7 +26,7 @@ from PIL import Image
 from photostyle import TrainConfig, train_pair
 from pipeline.catalog import Catalog
 from pipeline.cli import main
-from pipeline.inputs import list_inputs
+from pipeline.inputs import first_occurrences, list_inputs
 from pipeline.manifests import MANIFEST_DIR, STATUS_OK, read_outputs
 from pipeline.outputs import OutputLayout
 from pipeline.published import publish_pair
@@ -369,3 +369,11 @@ def test_listing_skips_hidden_files_other_formats_and_the_output_inside(tmp_path
     found = list_inputs(str(tmp_path), exclude=str(tmp_path / "out"))
     assert found.root == str(tmp_path)
     assert sorted(found.uris.to_pylist()) == [str(tmp_path / r) for r in ("a.JPG", "b/c.webp", "outer.png")]
+
+
+def test_first_occurrences_drops_repeats_and_keeps_input_order() -> None:
+    uris = pa.chunked_array([["c", "a", "b"], ["a", "d", "c", "c"]])
+    assert first_occurrences(uris).to_pylist() == ["c", "a", "b", "d"]
+    unique = pa.array(["z", "y", "x"])
+    assert first_occurrences(unique).to_pylist() == ["z", "y", "x"]
+    assert first_occurrences(pa.array([], pa.string())).to_pylist() == []

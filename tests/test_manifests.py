@@ -13,8 +13,9 @@ import pytest
 from pipeline.manifests import (
     OUTPUTS_SCHEMA,
     ManifestError,
-    done_inputs,
+    done_slices,
     pending,
+    pending_inputs,
     read_outputs,
     read_pairs,
     write_outputs_part,
@@ -95,7 +96,7 @@ def row(i: int, *, status: str = "ok", version: str = "v1", run_id: str = "run-1
 def test_outputs_manifest_write_read_and_dedup_on_s3(s3_store: str) -> None:
     output = f"{s3_store}/out"
     assert read_outputs(output).schema == OUTPUTS_SCHEMA and read_outputs(output).num_rows == 0
-    assert len(done_inputs(output, "monet", "v1")) == 0
+    assert list(done_slices(output, "monet", "v1")) == []
 
     # run 1: 0,1 ok, 2 failed; run 2: retries 2 (ok) and redoes 0 (ok again); other versions/styles.
     first = write_outputs_part(output, [row(0), row(1), row(2, status="error")])
@@ -109,12 +110,18 @@ def test_outputs_manifest_write_read_and_dedup_on_s3(s3_store: str) -> None:
 
     table = read_outputs(output)
     assert table.num_rows == 7 and table.schema == OUTPUTS_SCHEMA
-    assert sorted(done_inputs(output, "monet", "v1").to_pylist()) == ["s3://in/0.jpg", "s3://in/1.jpg", "s3://in/2.jpg"]
-    assert done_inputs(output, "monet", "v2").to_pylist() == ["s3://in/3.jpg"]
+    done = [uri for part in done_slices(output, "monet", "v1") for uri in part.to_pylist()]
+    assert sorted(done) == ["s3://in/0.jpg", "s3://in/0.jpg", "s3://in/1.jpg", "s3://in/2.jpg"]  # 0 was redone
+    assert [part.to_pylist() for part in done_slices(output, "monet", "v2")] == [["s3://in/3.jpg"]]
 
-    inputs = pa.array([f"s3://in/{i}.jpg" for i in range(6)])
-    todo = pending(inputs, done_inputs(output, "monet", "v1"))
-    assert todo.to_pylist() == ["s3://in/3.jpg", "s3://in/4.jpg", "s3://in/5.jpg"]
+    inputs = pa.chunked_array([[f"s3://in/{i}.jpg" for i in (5, 0, 3)], [f"s3://in/{i}.jpg" for i in (1, 4, 2)]])
+    expected = ["s3://in/5.jpg", "s3://in/3.jpg", "s3://in/4.jpg"]
+    assert pending_inputs(inputs, output, "monet", "v1").to_pylist() == expected
+    # One done URI hashed at a time: several passes, the same answer.
+    slices = list(done_slices(output, "monet", "v1", slice_rows=1))  # whole record batches: one per part here
+    assert len(slices) == 2 and sum(len(part) for part in slices) == 4
+    assert pending_inputs(inputs, output, "monet", "v1", slice_rows=1).to_pylist() == expected
+    assert pending_inputs(inputs, f"{s3_store}/elsewhere", "monet", "v1") is inputs
 
 
 @pytest.mark.parametrize(
@@ -152,6 +159,16 @@ def test_local_part_files_are_whole_and_temp_files_ignored(tmp_path: Path) -> No
     (manifest / ".tmp-abc-part-run-9-x.parquet").write_bytes(b"half a parquet file")
     assert [p.name.startswith("part-run-1-") for p in manifest.iterdir() if not p.name.startswith(".")] == [True]
     assert read_outputs(output)["input_uri"].to_pylist() == ["s3://in/0.jpg"]
+
+
+def test_a_retried_commit_of_the_same_photos_adds_no_rows(tmp_path: Path) -> None:
+    output = str(tmp_path / "out")
+    first = write_outputs_part(output, [row(0), row(1, status="error")])
+    again = write_outputs_part(output, [row(1), row(0)])  # the retry: same run, same photos, any order
+    assert again == first
+    assert read_outputs(output)["input_uri"].to_pylist() == ["s3://in/0.jpg", "s3://in/1.jpg"]
+    other_run = write_outputs_part(output, [row(0, run_id="run-2")])
+    assert other_run != first and read_outputs(output).num_rows == 3
 
 
 def test_pending_is_an_anti_join_in_input_order() -> None:
