@@ -46,7 +46,7 @@ from ray.exceptions import RayError
 
 from pipeline.apply_stages import CommitSpec, DecodeSpec, StyliseActor, read_and_decode, write_and_commit
 from pipeline.inputs import first_occurrences, list_inputs
-from pipeline.manifests import OUTPUTS_SCHEMA, STATUS_ERROR, pending, pending_inputs, write_outputs_part
+from pipeline.manifests import OUTPUTS_SCHEMA, STATUS_ERROR, compact_run, pending, pending_inputs, write_outputs_part
 from pipeline.outputs import SAME_FORMAT, OutputLayout, new_run_id
 from pipeline.published import LoadedStyle
 from pipeline.ray_runtime import cluster_has_gpus, ensure_ray
@@ -222,6 +222,7 @@ def run_apply(plan: Plan, options: ApplyOptions) -> ApplyResult:
                 model_seconds += pc.sum(summary["model_seconds"]).as_py()
         except RayError as exc:
             raise JobFailed(_stopped(plan, processed + errors, _root_cause(exc))) from exc
+    _compact(plan)
     ref = plan.style.ref
     return ApplyResult(
         processed=processed,
@@ -234,6 +235,15 @@ def run_apply(plan: Plan, options: ApplyOptions) -> ApplyResult:
         style_version=ref.version,
         manifest=plan.layout.manifest_uri,
     )
+
+
+def _compact(plan: Plan) -> None:
+    """Merge the finished run's manifest parts (one per batch) into one. Everything is already
+    committed, so a failure here costs only tidiness: it is logged, not raised."""
+    try:
+        compact_run(plan.layout.output, plan.run_id)
+    except (OSError, pa.ArrowException) as exc:
+        log.warning("could not compact the manifest parts of run %s (the results are committed): %s", plan.run_id, exc)
 
 
 def _stopped(plan: Plan, committed: int, reason: str) -> str:

@@ -31,6 +31,7 @@ __all__ = [
     "STATUS_ERROR",
     "STATUS_OK",
     "ManifestError",
+    "compact_run",
     "done_filter",
     "done_slices",
     "pending",
@@ -75,6 +76,7 @@ DONE_SLICE_ROWS = 1_000_000  # done URIs hashed at a time when planning (memory,
 
 _PART_PREFIX = "part-"
 _PART_SUFFIX = ".parquet"
+_COMPACTED_KEY = "compacted"  # never a batch part's key (those are hex digests)
 
 
 class ManifestError(ValueError):
@@ -223,14 +225,10 @@ def read_outputs(
 
 
 def _outputs_dataset(output_uri: str) -> ds.Dataset | None:
-    """The part files as one Arrow dataset, or None when there are none."""
+    """The live part files as one Arrow dataset, or None when there are none."""
     fs, root = filesystem(output_uri)
     directory = join(root, MANIFEST_DIR)
-    fs.invalidate_cache(directory)
-    try:
-        paths = sorted(p for p in fs.find(directory) if _is_part(p))
-    except FileNotFoundError:
-        paths = []
+    paths = _live_parts(fs, directory)
     if not paths:
         return None
     try:
@@ -239,9 +237,56 @@ def _outputs_dataset(output_uri: str) -> ds.Dataset | None:
         raise ManifestError(f"outputs manifest {uri_of(fs, directory)}: cannot read part files ({exc})") from exc
 
 
-def _is_part(path: str) -> bool:
+def _live_parts(fs: Any, directory: str) -> list[str]:
+    """The part files that count: all of them, except the batch parts of a run whose compacted
+    part exists (left behind if compaction stopped before deleting them)."""
+    fs.invalidate_cache(directory)
+    try:
+        parts = sorted(p for p in fs.find(directory) if _part_name(p) is not None)
+    except FileNotFoundError:
+        return []
+    compacted = {run for run, key in map(_part_name, parts) if key == _COMPACTED_KEY}  # type: ignore[misc]
+    return [p for p in parts if (name := _part_name(p)) and (name[0] not in compacted or name[1] == _COMPACTED_KEY)]
+
+
+def _part_name(path: str) -> tuple[str, str] | None:
+    """``(run_id, key)`` of a part file's name ``part-<run_id>-<key>.parquet``; None for anything
+    else (temporary files of an interrupted write, stray objects)."""
     name = path.rsplit("/", 1)[-1]
-    return name.startswith(_PART_PREFIX) and name.endswith(_PART_SUFFIX)
+    if not (name.startswith(_PART_PREFIX) and name.endswith(_PART_SUFFIX)):
+        return None
+    run_id, _, key = name[len(_PART_PREFIX) : -len(_PART_SUFFIX)].rpartition("-")
+    return (run_id, key) if run_id and key else None
+
+
+def compact_run(output_uri: str, run_id: str) -> str | None:
+    """Merge a finished run's batch parts into one part file; returns its URI (None when the run
+    wrote fewer than two parts).
+
+    ``apply`` commits a part per batch, which is what makes a crash lose nothing, but a million
+    photos would leave tens of thousands of small files for every later run to list and read.
+    Only call this once every task of the run has finished: the compacted part supersedes all
+    of the run's batch parts, then they are deleted. A crash in between loses and duplicates
+    nothing (readers already ignore the superseded parts), and compacting again finishes it."""
+    fs, root = filesystem(output_uri)
+    directory = join(root, MANIFEST_DIR)
+    fs.invalidate_cache(directory)
+    try:
+        mine = sorted(p for p in fs.find(directory) if (_part_name(p) or ("", ""))[0] == run_id)
+    except FileNotFoundError:
+        return None
+    if len(mine) < 2:
+        return None
+    batches = [p for p in mine if _part_name(p)[1] != _COMPACTED_KEY]  # type: ignore[index]
+    target = join(directory, f"{_PART_PREFIX}{run_id}-{_COMPACTED_KEY}{_PART_SUFFIX}")
+    if len(batches) == len(mine):  # else an earlier compaction wrote it and stopped before deleting
+        table = ds.dataset(batches, schema=OUTPUTS_SCHEMA, format="parquet", filesystem=fs).to_table()
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd")
+        write_exclusive(fs, target, sink.getvalue().to_pybytes())
+        log.info("compacted %d manifest parts (%d rows) of run %s into %s", len(batches), table.num_rows, run_id, uri_of(fs, target))
+    fs.rm(batches)
+    return uri_of(fs, target)
 
 
 def done_filter(style: str, style_version: str) -> pc.Expression:

@@ -125,6 +125,8 @@ def test_a_folder_is_stylised_mirrored_with_bad_photos_as_error_rows_and_reruns_
 
     rows = read_outputs(str(output))
     assert rows.num_rows == 8 and set(rows["run_id"].to_pylist()) == {doc["run_id"]}
+    # committed a part per batch, then merged into one when the run finished
+    assert [p.name for p in (output / MANIFEST_DIR).iterdir()] == [f"part-{doc['run_id']}-compacted.parquet"]
     by_input = {r["input_uri"]: r for r in rows.to_pylist()}
     for rel, size in good.items():
         row = by_input[f"{inputs}/{rel}"]

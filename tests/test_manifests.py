@@ -13,6 +13,7 @@ import pytest
 from pipeline.manifests import (
     OUTPUTS_SCHEMA,
     ManifestError,
+    compact_run,
     done_slices,
     pending,
     pending_inputs,
@@ -169,6 +170,30 @@ def test_a_retried_commit_of_the_same_photos_adds_no_rows(tmp_path: Path) -> Non
     assert read_outputs(output)["input_uri"].to_pylist() == ["s3://in/0.jpg", "s3://in/1.jpg"]
     other_run = write_outputs_part(output, [row(0, run_id="run-2")])
     assert other_run != first and read_outputs(output).num_rows == 3
+
+
+def test_compacting_a_run_merges_its_parts_and_survives_a_crash_half_way(tmp_path: Path) -> None:
+    output = str(tmp_path / "out")
+    manifest = tmp_path / "out" / "_manifest"
+    for i in range(3):
+        write_outputs_part(output, [row(i, run_id="run-1")])
+    write_outputs_part(output, [row(7, run_id="run-2")])
+    before = read_outputs(output).sort_by("input_uri")
+
+    merged = compact_run(output, "run-1")
+    assert merged == f"{output}/_manifest/part-run-1-compacted.parquet"
+    assert sorted(p.name for p in manifest.iterdir())[0] == "part-run-1-compacted.parquet"
+    assert len(list(manifest.iterdir())) == 2
+    assert read_outputs(output).sort_by("input_uri").equals(before)
+    assert compact_run(output, "run-1") is None and compact_run(output, "run-2") is None  # nothing to merge
+
+    # A crash after writing the compacted part and before deleting: the old parts come back,
+    # but readers ignore them, and compacting again deletes them.
+    write_outputs_part(output, [row(1, run_id="run-1")])
+    write_outputs_part(output, [row(2, run_id="run-1")])
+    assert read_outputs(output).sort_by("input_uri").equals(before)
+    assert compact_run(output, "run-1") == merged
+    assert len(list(manifest.iterdir())) == 2 and read_outputs(output).sort_by("input_uri").equals(before)
 
 
 def test_pending_is_an_anti_join_in_input_order() -> None:
