@@ -72,7 +72,7 @@ OUTPUTS_SCHEMA = pa.schema(
     ]
 )
 
-DONE_SLICE_ROWS = 1_000_000  # done URIs hashed at a time when planning (memory, not correctness)
+DONE_SLICE_ROWS = 500_000  # done URIs hashed at a time when planning (memory, not correctness)
 
 _PART_PREFIX = "part-"
 _PART_SUFFIX = ".parquet"
@@ -307,7 +307,10 @@ def done_slices(output_uri: str, style: str, style_version: str, *, slice_rows: 
     batches: list[pa.RecordBatch] = []
     rows = 0
     try:
-        for batch in dataset.to_batches(columns=["input_uri"], filter=done_filter(style, style_version)):
+        batches_of = dataset.to_batches(  # little read-ahead: this is about memory, not speed
+            columns=["input_uri"], filter=done_filter(style, style_version), batch_readahead=2, fragment_readahead=1
+        )
+        for batch in batches_of:
             batches.append(batch)
             rows += batch.num_rows
             if rows >= slice_rows:

@@ -116,7 +116,8 @@ class OutputLayout:
     def _names_stay_unique(self, uris: pa.Array | pa.ChunkedArray) -> bool:
         """Whether distinct inputs are sure to get distinct result paths: no name changes its
         extension, and relative paths are unique (one folder, or a manifest of one scheme)."""
-        if not pc.all(self._formats(uris)[1]).as_py():
+        step = 1_000_000  # a slice at a time: the extensions of 10 M names would cost 250 MB at once
+        if not all(pc.all(self._formats(uris.slice(i, step))[1]).as_py() for i in range(0, len(uris), step)):
             return False
         if self.input_root is not None or not len(uris):
             return True
