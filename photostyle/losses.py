@@ -3,8 +3,9 @@
 * content -- VGG features of the output close to those of its input;
 * style -- Gram matrices of the output's VGG features close to those of the style photo, plus
   (our addition, ``colour_weight``) the output's colour distribution close to the style photo's,
-  as a sliced Wasserstein distance between pixel colours: Gram matrices of a loss network that was
-  not trained for colour (the offline HED VGG16 was trained for edges) move colours too weakly;
+  as a sliced Wasserstein distance between CIE Lab pixel colours, where people (and ``style_swd``)
+  judge colour: Gram matrices of a loss network that was not trained for colour (the offline HED
+  VGG16 was trained for edges) move colours too weakly;
 * cycle consistency -- c->s->c ~ c and s->c->s ~ s;
 * self consistency -- s->s ~ s and c->c ~ c.
 

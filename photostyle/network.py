@@ -77,34 +77,46 @@ class RGBHead(nn.Module):
         super().__init__()
         self.conv = ConvLayer(cin, 3, kernel)
 
-    def forward(self, features: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, image: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         return self.conv(features)
 
 
 class AffineHead(nn.Module):
-    """Predicts a 3x4 colour transform per pixel and applies it to the input photo.
+    """A global colour transfer refined by a local affine colour transform per pixel.
 
-    The output is a local affine recolouring of the input, so edges and texture come from the
-    photo itself (photorealistic by construction, as in Gharbi et al.'s deep bilateral learning).
-    Zero-initialised: a fresh network is the identity.
+    First the photo is instance-normalised with this style's own (gamma, beta): each channel
+    gets the style's mean and spread, which is Reinhard et al.'s colour transfer when (gamma,
+    beta) are a photo's colour statistics (training starts them there). Instance-normalised
+    features alone could not do this part: normalisation removes exactly the global brightness
+    and cast that tell a noon sky from a night sky. Then a 3x4 transform per pixel, predicted
+    from the features and that photo, recolours it locally: the output is a local affine
+    recolouring of the input, so edges and texture come from the photo itself (photorealistic by
+    construction, as in Gharbi et al.'s deep bilateral learning).
+
+    The transforms are averaged over ``cell`` x ``cell`` pixel cells and interpolated
+    bilinearly, so they cannot paint texture or noise of their own, whatever the losses ask for.
+    Zero-initialised: a fresh network is the global transfer alone.
     """
 
-    def __init__(self, cin: int, kernel: int) -> None:
+    def __init__(self, cin: int, kernel: int, num_styles: int, cell: int) -> None:
         super().__init__()
-        self.conv = ConvLayer(cin, 12, kernel)
+        self.cell = cell
+        self.photo_norm = ConditionalInstanceNorm2d(3, num_styles)
+        self.conv = ConvLayer(cin + 3, 12, kernel)
         nn.init.zeros_(self.conv.conv.weight)
         nn.init.zeros_(self.conv.conv.bias)
 
-    def forward(self, features: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        coeffs = self.conv(features)
+    def forward(self, features: torch.Tensor, image: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        image = self.photo_norm(image, style)  # the global transfer
+        coeffs = self.conv(torch.cat([features, image], dim=1))
         b, _, h, w = coeffs.shape
+        if self.cell > 1:
+            cells = F.avg_pool2d(coeffs, self.cell, ceil_mode=True)
+            coeffs = F.interpolate(cells, size=(h, w), mode="bilinear", align_corners=False)
         coeffs = coeffs.view(b, 3, 4, h, w)
         matrix, offset = coeffs[:, :, :3], coeffs[:, :, 3]
         # (I + M) x + t, per pixel
         return image + torch.einsum("bcdhw,bdhw->bchw", matrix, image) + offset
-
-
-_HEADS = {"rgb": RGBHead, "affine": AffineHead}
 
 
 class StyleNet(nn.Module):
@@ -121,7 +133,7 @@ class StyleNet(nn.Module):
         self.residuals = nn.ModuleList(ResidualBlock(c3, num_styles) for _ in range(config.residual_blocks))
         self.up1 = UpsampleConvNormReLU(c3, c2, 3, num_styles)
         self.up2 = UpsampleConvNormReLU(c2, c1, 3, num_styles)
-        self.head = _HEADS[config.head](c1, k)
+        self.head = AffineHead(c1, k, num_styles, config.affine_cell) if config.head == "affine" else RGBHead(c1, k)
 
     @property
     def num_styles(self) -> int:
@@ -138,7 +150,7 @@ class StyleNet(nn.Module):
             y = block(y, style)
         y = self.up1(y, style)
         y = self.up2(y, style)
-        return self.head(y, x)[..., :h, :w]
+        return self.head(y, x, style)[..., :h, :w]
 
     def _style_index(self, style: torch.Tensor | int, image: torch.Tensor) -> torch.Tensor:
         index = torch.as_tensor(style, dtype=torch.long, device=image.device)

@@ -25,6 +25,7 @@ class NetConfig:
     residual_blocks: int = 5
     outer_kernel: int = 9  # kernel of the first and last convolutions
     head: Head = "rgb"  # "rgb": the net paints pixels; "affine": it predicts local colour transforms
+    affine_cell: int = 1  # affine head: side in pixels of the cells its colour maps are smoothed over
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -38,7 +39,7 @@ class NetConfig:
 
 PRESETS: dict[str, NetConfig] = {
     "paper": NetConfig(channels=(32, 64, 128), residual_blocks=5, outer_kernel=9, head="rgb"),
-    "lite": NetConfig(channels=(16, 32, 64), residual_blocks=3, outer_kernel=5, head="affine"),
+    "lite": NetConfig(channels=(16, 32, 64), residual_blocks=3, outer_kernel=5, head="affine", affine_cell=8),
 }
 
 

@@ -27,12 +27,13 @@ from photostyle.imageio import to_image, to_tensor
 from photostyle.model import Base, Style, build_net
 from photostyle.norm import shared_statistics
 
-__all__ = ["Stylizer", "stylize", "RENDERS"]
+__all__ = ["Stylizer", "stylize", "RENDERS", "DEFAULT_WORKING_SIDE"]
 
 RENDERS = ("full", "guided")
 
 log = logging.getLogger(__name__)
 
+DEFAULT_WORKING_SIDE = 512  # guided render: as good as 1024 on a 7 MP photo, twice as fast (README, Quality)
 DEFAULT_MAX_UNTILED_PIXELS = 4_194_304  # 2048 x 2048: a few GB of activations for the paper net
 
 
@@ -46,7 +47,7 @@ class Stylizer:
         *,
         device: str | torch.device | None = None,
         render: str = "full",
-        working_side: int = 1024,
+        working_side: int = DEFAULT_WORKING_SIDE,
         max_untiled_pixels: int = DEFAULT_MAX_UNTILED_PIXELS,
         stats_pixels: int | None = None,
         tile_size: int = 1024,

@@ -6,7 +6,9 @@ look (slot 0) and ->c the content photo's look (slot 1):
     one mixed batch   [c, s, c, s] with styles [->s, ->c, ->c, ->s]  ->  cs, sc, cc, ss
     cycle batch       [cs, sc]     with styles [->c, ->s]            ->  csc, scs
     content   VGG(cs) ~ VGG(c),  VGG(sc) ~ VGG(s)
-    style     Gram(VGG(cs)) ~ Gram(VGG(style photo)),  Gram(VGG(sc)) ~ Gram(VGG(content photo))
+    style     Gram(VGG(cs)) ~ Gram(VGG(style photo)),  Gram(VGG(sc)) ~ Gram(VGG(content photo)),
+              and the colours of the whole content photo ->s ~ the style photo's (and back):
+              a crop need not hold all of a look's colours, a whole photo does
     cycle     csc ~ c,  scs ~ s
     self      cc ~ c,   ss ~ s
 """
@@ -63,7 +65,7 @@ class TrainConfig:
     iterations: int | None = None  # None: the preset's default (half of it for train_style)
     crop: int | None = None  # random-crop side in pixels; None: the preset's default
     train_side: int | None = None  # photos are downscaled so their long side is at most this
-    colour_side: int | None = None  # long side of the whole photos the colour term compares
+    colour_side: int | None = None  # long side of the whole photos the colour term compares (0: the crops)
     learning_rate: float = 1e-3  # shared convolutions
     norm_learning_rate: float = 1e-2  # per-style (gamma, beta): few numbers that must carry a whole look
     seed: int = 0
@@ -158,6 +160,20 @@ def _is_norm(parameter_name: str) -> bool:
     return parameter_name.endswith((".gamma", ".beta"))
 
 
+def _start_from_colour_statistics(net: StyleNet, content: torch.Tensor, style: torch.Tensor) -> None:
+    """Start each look's photo norm at its photo's colour mean and spread, so that training
+    starts from a global colour transfer (Reinhard et al.) that is already self- and
+    cycle-consistent, and learns the local part."""
+    photo_norm = getattr(net.head, "photo_norm", None)
+    if photo_norm is None:
+        return
+    with torch.no_grad():
+        for slot, photo in ((STYLE, style), (REVERSE, content)):
+            var, mean = torch.var_mean(photo.float(), dim=(0, 2, 3), correction=0)
+            photo_norm.gamma[slot] = var.sqrt()
+            photo_norm.beta[slot] = mean
+
+
 def _preset_name(base: Base) -> str:
     for name, cfg in PRESETS.items():
         if cfg == base.config:
@@ -203,6 +219,7 @@ def _train(
     with torch.no_grad(), devices.autocast(dev):
         grams_s = {n: gram(f) for n, f in lossnet(s_full).items() if n in losses.style_layers}
         grams_c = {n: gram(f) for n, f in lossnet(c_full).items() if n in losses.style_layers}
+    _start_from_colour_statistics(net, c_full, s_full)
     directions = colour_directions().to(dev)
     c_whole = _prepare(content, cfg.colour_side, dev).contiguous(memory_format=fmt) if cfg.colour_side else None
     s_whole = _prepare(style, cfg.colour_side, dev).contiguous(memory_format=fmt) if cfg.colour_side else None

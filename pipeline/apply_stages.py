@@ -26,6 +26,7 @@ from PIL import Image
 
 from photostyle import Base, Style, Stylizer
 from photostyle.imageio import DEFAULT_MAX_PIXELS, decode, encode
+from photostyle.stylize import DEFAULT_WORKING_SIDE
 from pipeline.manifests import STATUS_ERROR, STATUS_OK, write_outputs_part
 from pipeline.outputs import OutputLayout
 from pipeline.storage import filesystem, join, read_bytes, write_atomic
@@ -204,7 +205,7 @@ class StyliseActor:
         *,
         device: str | None,
         render: str = "full",
-        working_side: int = 1024,
+        working_side: int = DEFAULT_WORKING_SIDE,
         decode: DecodeSpec | None = None,
         commit: CommitSpec | None = None,
     ) -> None:

@@ -3,6 +3,7 @@ import torch
 
 from photostyle import PRESETS, StyleNet, get_preset
 from photostyle.model import split_net
+from photostyle.network import AffineHead
 
 
 def _randomised(net: StyleNet, seed: int = 0) -> StyleNet:
@@ -57,3 +58,28 @@ def test_style_index_out_of_range_is_refused():
         net(torch.rand(1, 3, 16, 16), 2)
     with pytest.raises(ValueError, match="batch size"):
         net(torch.rand(2, 3, 16, 16), torch.tensor([0, 1, 0]))
+
+
+def _roughness(x: torch.Tensor) -> float:
+    return float((x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean())
+
+
+def test_affine_head_starts_as_a_global_transfer_and_its_maps_are_smooth_over_cells():
+    photo = torch.rand(1, 3, 48, 48, generator=torch.Generator().manual_seed(2))
+    features = torch.rand(1, 8, 48, 48, generator=torch.Generator().manual_seed(0))
+    style = torch.tensor([0])
+    fine, smooth = AffineHead(8, 3, num_styles=1, cell=1), AffineHead(8, 3, num_styles=1, cell=8)
+    with torch.no_grad():
+        smooth.photo_norm.gamma[0] = torch.tensor([0.1, 0.2, 0.3])
+        smooth.photo_norm.beta[0] = torch.tensor([0.5, 0.4, 0.3])
+    out = smooth(features, photo, style)  # zero-initialised maps: each channel gets (gamma, beta)
+    var, mean = torch.var_mean(out, dim=(0, 2, 3), correction=0)
+    assert torch.allclose(mean, torch.tensor([0.5, 0.4, 0.3]), atol=1e-5)
+    assert torch.allclose(var.sqrt(), torch.tensor([0.1, 0.2, 0.3]), atol=1e-4)
+
+    with torch.no_grad():  # a flat global transfer: the output shows the maps themselves
+        fine.photo_norm.gamma.zero_()
+        fine.photo_norm.beta.fill_(0.5)
+    torch.nn.init.normal_(fine.conv.conv.weight, generator=torch.Generator().manual_seed(1))
+    smooth.load_state_dict(fine.state_dict())
+    assert _roughness(smooth(features, photo, style)) < 0.2 * _roughness(fine(features, photo, style))

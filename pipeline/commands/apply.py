@@ -7,7 +7,7 @@ import json
 
 import click
 
-from photostyle.stylize import RENDERS
+from photostyle.stylize import DEFAULT_WORKING_SIDE, RENDERS
 from pipeline.apply_job import ApplyOptions, JobFailed, PlanError, plan_apply, run_apply
 from pipeline.catalog import Catalog
 from pipeline.commands.errors import reported
@@ -51,7 +51,7 @@ EXIT_TOO_MANY_ERRORS = 3
     "colour maps (9x faster on a 7 MP photo, structure and affine_res no worse; identical up to --working-side). "
     "Done photos are not redone when it changes: use --force.",
 )
-@click.option("--working-side", type=click.IntRange(min=64), default=1024, show_default=True, metavar="PX", help="Long side the network sees with --render guided.")
+@click.option("--working-side", type=click.IntRange(min=64), default=DEFAULT_WORKING_SIDE, show_default=True, metavar="PX", help="Long side the network sees with --render guided.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Photos per batch, and per manifest commit.")
 @click.option("--concurrency", type=click.IntRange(min=1), default=None, metavar="N", help="Stylise workers. [default: one per GPU, else one per CPU]")
 @click.option(

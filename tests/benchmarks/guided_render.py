@@ -1,6 +1,6 @@
 """Full vs guided rendering of a 7 MP photo: time, speed-up, and both results' quality metrics.
 
-    python tests/benchmarks/guided_render.py [--working-side 1024] [--iterations N] [--json]
+    python tests/benchmarks/guided_render.py [--working-sides 512 1024] [--iterations N] [--json]
 
 Trains a lite style on ../shared/data/highres (content.jpg + style.png) with the trained VGG16 of
 ../shared/data/lossnet, then renders content.jpg (3056x2292) with ``render="full"`` (the net on
@@ -29,7 +29,7 @@ DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--working-sides", type=int, nargs="+", default=[1024])
+    parser.add_argument("--working-sides", type=int, nargs="+", default=[512, 1024])
     parser.add_argument("--iterations", type=int, default=None, help="training iterations (lite default)")
     parser.add_argument("--save", type=Path, default=None, help="folder to write the rendered photos to")
     parser.add_argument("--json", action="store_true")
