@@ -48,7 +48,7 @@ EXIT_TOO_MANY_ERRORS = 3
     default=ApplyOptions.render,
     show_default=True,
     help="full: the network on every pixel; guided: the network at --working-side, lifted to full size by local "
-    "colour maps (9x faster on a 7 MP photo, structure and affine_res no worse; identical up to --working-side). "
+    "colour maps (24x faster on a 7 MP photo, structure and affine_res better; identical up to --working-side). "
     "Done photos are not redone when it changes: use --force.",
 )
 @click.option("--working-side", type=click.IntRange(min=64), default=DEFAULT_WORKING_SIDE, show_default=True, metavar="PX", help="Long side the network sees with --render guided.")
