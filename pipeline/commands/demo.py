@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 import pyarrow as pa
 import pyarrow.parquet as pq
+import ray
 from PIL import Image
 
 from photostyle import LossNetUnavailable, load_loss_network
@@ -98,7 +99,10 @@ def demo(store: str | None, workdir: Path, vgg_weights: str | None, iterations: 
     loss_net, weights = _loss_network(vgg_weights)
     with reported(store_uri):
         ensure_ray()
-        job = resolve_job(TrainJob(store=store_uri, iterations=iterations, loss_net=loss_net, vgg_weights=weights))
+        cpus = max(1.0, float(ray.cluster_resources().get("CPU", 1)))  # one row: give it every core
+        job = resolve_job(
+            TrainJob(store=store_uri, iterations=iterations, loss_net=loss_net, vgg_weights=weights, cpus_per_task=cpus)
+        )
         log.info("demo: training style %r (lite preset) from %s and %s", STYLE_NAME, *_PAIR)
         (trained,) = run_rows([Row(STYLE_NAME, content, style)], job)
         if trained.status == STATUS_ERROR:
