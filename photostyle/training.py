@@ -39,7 +39,7 @@ from photostyle.losses import (
     style_loss,
 )
 from photostyle.lossnet import LossNetwork, load_loss_network
-from photostyle.model import Base, Style, build_net, identity_style, split_net
+from photostyle.model import Base, Style, build_net, identity_style, split_net, style_parameter_names
 from photostyle.network import StyleNet
 from photostyle.presets import PRESETS, get_preset
 
@@ -65,7 +65,7 @@ class TrainConfig:
     iterations: int | None = None  # None: the preset's default (half of it for train_style)
     crop: int | None = None  # random-crop side in pixels; None: the preset's default
     train_side: int | None = None  # photos are downscaled so their long side is at most this
-    colour_side: int | None = None  # long side of the whole photos the colour term compares (0: the crops)
+    colour_side: int | None = None  # long side of the whole photos the colour term compares
     learning_rate: float = 1e-3  # shared convolutions
     norm_learning_rate: float = 1e-2  # per-style (gamma, beta): few numbers that must carry a whole look
     seed: int = 0
@@ -89,12 +89,15 @@ class TrainConfig:
         crop = self.crop or sched["crop"]
         if crop < 16:
             raise ValueError(f"crop must be >= 16 pixels, got {crop}")
+        colour_side = self.colour_side or sched["colour_side"]
+        if colour_side < 16:
+            raise ValueError(f"colour_side must be >= 16 pixels, got {colour_side}")
         return dataclasses.replace(
             self,
             iterations=iterations,
             crop=crop,
             train_side=self.train_side or max(sched["train_side"], crop),
-            colour_side=self.colour_side if self.colour_side is not None else sched["colour_side"],
+            colour_side=colour_side,
             loss=self.loss or default_loss_config(self.loss_net),
         )
 
@@ -132,7 +135,7 @@ def train_pair(content: Image.Image, style: Image.Image, config: TrainConfig | N
     cfg = (config or TrainConfig()).resolved()
     torch.manual_seed(cfg.seed)
     net = StyleNet(get_preset(cfg.preset), num_styles=2)
-    return _train(net, content, style, cfg, trainable=list(net.named_parameters()), style_only=False)
+    return _train(net, content, style, cfg, trainable=list(net.parameters()), style_only=False)
 
 
 def train_style(base: Base, content: Image.Image, style: Image.Image, config: TrainConfig | None = None) -> StylePair:
@@ -146,18 +149,18 @@ def train_style(base: Base, content: Image.Image, style: Image.Image, config: Tr
     torch.manual_seed(cfg.seed)
     fresh = identity_style(base.config)
     net = build_net(base, [fresh, fresh])
-    norms = [(name, p) for name, p in net.named_parameters() if _is_norm(name)]
+    norms = _norm_parameters(net)
     for p in net.parameters():
         p.requires_grad_(False)
-    for _, p in norms:
+    for p in norms:
         p.requires_grad_(True)
     pair = _train(net, content, style, cfg, trainable=norms, style_only=True)
     return dataclasses.replace(pair, base=base)
 
 
-def _is_norm(parameter_name: str) -> bool:
-    """Whether a parameter is a per-style norm (gamma, beta) row, the only thing a style owns."""
-    return parameter_name.endswith((".gamma", ".beta"))
+def _norm_parameters(net: StyleNet) -> list[torch.nn.Parameter]:
+    """The per-style (gamma, beta) tables, the only thing a style owns."""
+    return [net.get_parameter(name) for name in style_parameter_names(net)]
 
 
 def _start_from_colour_statistics(net: StyleNet, content: torch.Tensor, style: torch.Tensor) -> None:
@@ -206,7 +209,7 @@ def _train(
     style: Image.Image,
     cfg: TrainConfig,
     *,
-    trainable: list[tuple[str, torch.nn.Parameter]],
+    trainable: list[torch.nn.Parameter],
     style_only: bool,
 ) -> StylePair:
     dev = devices.resolve_device(cfg.device)
@@ -221,13 +224,14 @@ def _train(
         grams_c = {n: gram(f) for n, f in lossnet(c_full).items() if n in losses.style_layers}
     _start_from_colour_statistics(net, c_full, s_full)
     directions = colour_directions().to(dev)
-    c_whole = _prepare(content, cfg.colour_side, dev).contiguous(memory_format=fmt) if cfg.colour_side else None
-    s_whole = _prepare(style, cfg.colour_side, dev).contiguous(memory_format=fmt) if cfg.colour_side else None
+    c_whole = _prepare(content, cfg.colour_side, dev).contiguous(memory_format=fmt)  # type: ignore[arg-type]
+    s_whole = _prepare(style, cfg.colour_side, dev).contiguous(memory_format=fmt)  # type: ignore[arg-type]
     colours_s, colours_c = sorted_projections(s_full, directions), sorted_projections(c_full, directions)
+    norms = {id(p) for p in _norm_parameters(net)}
     optimizer = torch.optim.Adam(
         [
-            {"params": [p for name, p in trainable if not _is_norm(name)], "lr": cfg.learning_rate},
-            {"params": [p for name, p in trainable if _is_norm(name)], "lr": cfg.norm_learning_rate},
+            {"params": [p for p in trainable if id(p) not in norms], "lr": cfg.learning_rate},
+            {"params": [p for p in trainable if id(p) in norms], "lr": cfg.norm_learning_rate},
         ]
     )
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -253,11 +257,8 @@ def _train(
                 "content": content_loss(out, ref, losses.content_layers),
                 "style": style_loss({n: f[:1] for n, f in out.items()}, grams_s, losses.style_layers)
                 + style_loss({n: f[1:] for n, f in out.items()}, grams_c, losses.style_layers),
-                "colour": (
-                    colour_loss(net(c_whole, STYLE), colours_s, directions) + colour_loss(net(s_whole, REVERSE), colours_c, directions)
-                    if c_whole is not None
-                    else colour_loss(cs, colours_s, directions) + colour_loss(sc, colours_c, directions)
-                ),
+                "colour": colour_loss(net(c_whole, STYLE), colours_s, directions)
+                + colour_loss(net(s_whole, REVERSE), colours_c, directions),
                 "cycle": cycle_loss(csc, c) + cycle_loss(scs, s),
                 "self": self_loss(cc, c) + self_loss(ss, s),
             }

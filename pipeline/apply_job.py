@@ -47,7 +47,7 @@ from ray.exceptions import RayError
 from photostyle.stylize import DEFAULT_WORKING_SIDE
 from pipeline.apply_stages import CommitSpec, DecodeSpec, StyliseActor, read_and_decode, write_and_commit
 from pipeline.inputs import first_occurrences, list_inputs
-from pipeline.manifests import OUTPUTS_SCHEMA, STATUS_ERROR, compact_run, pending, pending_inputs, write_outputs_part
+from pipeline.manifests import OUTPUTS_SCHEMA, STATUS_ERROR, compact_run, pending_inputs, write_outputs_part
 from pipeline.outputs import SAME_FORMAT, OutputLayout, new_run_id
 from pipeline.published import LoadedStyle
 from pipeline.ray_runtime import cluster_has_gpus, ensure_ray
@@ -151,10 +151,10 @@ def plan_apply(style: LoadedStyle, input_uri: str, output_uri: str, options: App
     skipped = listed - len(todo)
     if layout.input_root is None:
         todo = first_occurrences(todo)
-    refused = pc.filter(todo, pc.is_in(todo, value_set=conflicts["input_uri"]))
-    rejected = conflicts.filter(pc.is_in(conflicts["input_uri"], value_set=refused))
+    refused = pc.is_in(todo, value_set=conflicts["input_uri"])
+    rejected = conflicts.filter(pc.is_in(conflicts["input_uri"], value_set=pc.filter(todo, refused)))
     if rejected.num_rows:
-        todo = pending(todo, rejected["input_uri"])
+        todo = pc.filter(todo, pc.invert(refused))
     pa.default_memory_pool().release_unused()  # planning's scratch memory back to the OS, not kept for later
     log.info(
         "%s: %d inputs, %d already done, %d to stylise, %d refused",

@@ -34,7 +34,6 @@ __all__ = [
     "compact_run",
     "done_filter",
     "done_slices",
-    "pending",
     "pending_inputs",
     "read_outputs",
     "read_pairs",
@@ -155,17 +154,26 @@ def write_outputs_part(output_uri: str, rows: pa.Table | Iterable[Mapping[str, A
     except InvalidName as exc:
         raise ManifestError(f"outputs manifest {output_uri}: {exc}") from exc
 
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
     fs, root = filesystem(output_uri)
-    path = join(root, MANIFEST_DIR, f"{_PART_PREFIX}{run_id}-{_inputs_key(table['input_uri'])}{_PART_SUFFIX}")
+    path = _part_path(join(root, MANIFEST_DIR), run_id, _inputs_key(table["input_uri"]))
     try:
-        write_exclusive(fs, path, sink.getvalue().to_pybytes())
+        _write_part(fs, path, table)
     except AlreadyExists:
         log.warning("manifest part %s was already committed (a retried task); not written again", uri_of(fs, path))
         return uri_of(fs, path)
     log.info("wrote %d manifest rows to %s", table.num_rows, uri_of(fs, path))
     return uri_of(fs, path)
+
+
+def _part_path(directory: str, run_id: str, key: str) -> str:
+    return join(directory, f"{_PART_PREFIX}{run_id}-{key}{_PART_SUFFIX}")
+
+
+def _write_part(fs: Any, path: str, table: pa.Table) -> None:
+    """Create a part file whole and exclusively (``AlreadyExists`` if it is there)."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    write_exclusive(fs, path, sink.getvalue().to_pybytes())
 
 
 def _inputs_key(uris: pa.ChunkedArray) -> str:
@@ -240,13 +248,19 @@ def _outputs_dataset(output_uri: str) -> ds.Dataset | None:
 def _live_parts(fs: Any, directory: str) -> list[str]:
     """The part files that count: all of them, except the batch parts of a run whose compacted
     part exists (left behind if compaction stopped before deleting them)."""
+    parts = _list_parts(fs, directory)
+    compacted = {run for _, run, key in parts if key == _COMPACTED_KEY}
+    return [path for path, run, key in parts if run not in compacted or key == _COMPACTED_KEY]
+
+
+def _list_parts(fs: Any, directory: str) -> list[tuple[str, str, str]]:
+    """``(path, run_id, key)`` of every part file under ``directory``, freshly listed, sorted."""
     fs.invalidate_cache(directory)
     try:
-        parts = sorted(p for p in fs.find(directory) if _part_name(p) is not None)
+        found = fs.find(directory)
     except FileNotFoundError:
         return []
-    compacted = {run for run, key in map(_part_name, parts) if key == _COMPACTED_KEY}  # type: ignore[misc]
-    return [p for p in parts if (name := _part_name(p)) and (name[0] not in compacted or name[1] == _COMPACTED_KEY)]
+    return sorted((path, *name) for path in found if (name := _part_name(path)) is not None)
 
 
 def _part_name(path: str) -> tuple[str, str] | None:
@@ -270,20 +284,14 @@ def compact_run(output_uri: str, run_id: str) -> str | None:
     nothing (readers already ignore the superseded parts), and compacting again finishes it."""
     fs, root = filesystem(output_uri)
     directory = join(root, MANIFEST_DIR)
-    fs.invalidate_cache(directory)
-    try:
-        mine = sorted(p for p in fs.find(directory) if (_part_name(p) or ("", ""))[0] == run_id)
-    except FileNotFoundError:
-        return None
+    mine = [(path, key) for path, run, key in _list_parts(fs, directory) if run == run_id]
     if len(mine) < 2:
         return None
-    batches = [p for p in mine if _part_name(p)[1] != _COMPACTED_KEY]  # type: ignore[index]
-    target = join(directory, f"{_PART_PREFIX}{run_id}-{_COMPACTED_KEY}{_PART_SUFFIX}")
+    batches = [path for path, key in mine if key != _COMPACTED_KEY]
+    target = _part_path(directory, run_id, _COMPACTED_KEY)
     if len(batches) == len(mine):  # else an earlier compaction wrote it and stopped before deleting
         table = ds.dataset(batches, schema=OUTPUTS_SCHEMA, format="parquet", filesystem=fs).to_table()
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, compression="zstd")
-        write_exclusive(fs, target, sink.getvalue().to_pybytes())
+        _write_part(fs, target, table)
         log.info("compacted %d manifest parts (%d rows) of run %s into %s", len(batches), table.num_rows, run_id, uri_of(fs, target))
     fs.rm(batches)
     return uri_of(fs, target)
@@ -337,7 +345,3 @@ def pending_inputs(
         done = found if done is None else pc.or_(done, found)
     return inputs if done is None else pc.filter(inputs, pc.invert(done))
 
-
-def pending(inputs: pa.Array | pa.ChunkedArray, done: pa.Array) -> pa.Array | pa.ChunkedArray:
-    """The ``inputs`` not in ``done``, in input order (a hash anti-join, no Python loop)."""
-    return pc.filter(inputs, pc.invert(pc.is_in(inputs, value_set=done)))
