@@ -1,5 +1,5 @@
-"""Differentiable colour science for the colour term of the style loss: sRGB -> CIE Lab and fixed
-projection directions.
+"""Differentiable colour science: sRGB -> CIE Lab and fixed projection directions for the colour
+term of the style loss, and luma for the affine head's brightness levels.
 
 Lab because it is roughly perceptually uniform, so a distance there is a distance people see, and
 because it is where results are judged (``style_swd`` in ``shared/data/README.md``). The formulas
@@ -13,7 +13,7 @@ import math
 
 import torch
 
-__all__ = ["rgb_to_lab", "fibonacci_directions"]
+__all__ = ["rgb_to_lab", "fibonacci_directions", "luma"]
 
 _RGB_TO_XYZ = torch.tensor(
     [
@@ -50,3 +50,9 @@ def fibonacci_directions(count: int = 64) -> torch.Tensor:
     r = torch.sqrt(1.0 - z * z)
     phi = k * math.pi * (3.0 - math.sqrt(5.0))
     return torch.stack([r * torch.cos(phi), r * torch.sin(phi), z]).float()
+
+
+def luma(image: torch.Tensor) -> torch.Tensor:
+    """Rec. 601 luma of ``(B, 3, H, W)`` sRGB in [0, 1], as ``(B, 1, H, W)``: cheap brightness."""
+    weights = image.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    return (image * weights).sum(dim=1, keepdim=True)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from photostyle.colour import luma
 from photostyle.norm import ConditionalInstanceNorm2d
 from photostyle.presets import NetConfig
 
@@ -93,30 +94,54 @@ class AffineHead(nn.Module):
     recolouring of the input, so edges and texture come from the photo itself (photorealistic by
     construction, as in Gharbi et al.'s deep bilateral learning).
 
-    The transforms are averaged over ``cell`` x ``cell`` pixel cells and interpolated
-    bilinearly, so they cannot paint texture or noise of their own, whatever the losses ask for.
+    The transforms are averaged over ``cell`` x ``cell`` pixel cells, so they cannot paint
+    texture or noise of their own, whatever the losses ask for; with ``bins`` > 1 only over
+    pixels of similar brightness (:func:`edge_aware_mean`), so a dark ridge and the bright sky
+    above it keep their own transforms instead of a halo of each other's.
     Zero-initialised: a fresh network is the global transfer alone.
     """
 
-    def __init__(self, cin: int, kernel: int, num_styles: int, cell: int) -> None:
+    def __init__(self, cin: int, kernel: int, num_styles: int, cell: int, bins: int = 1) -> None:
         super().__init__()
-        self.cell = cell
+        self.cell, self.bins = cell, bins
         self.photo_norm = ConditionalInstanceNorm2d(3, num_styles)
         self.conv = ConvLayer(cin + 3, 12, kernel)
         nn.init.zeros_(self.conv.conv.weight)
         nn.init.zeros_(self.conv.conv.bias)
 
     def forward(self, features: torch.Tensor, image: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        image = self.photo_norm(image, style)  # the global transfer
-        coeffs = self.conv(torch.cat([features, image], dim=1))
-        b, _, h, w = coeffs.shape
+        normalised = self.photo_norm(image, style)  # the global transfer
+        coeffs = self.conv(torch.cat([features, normalised], dim=1))
         if self.cell > 1:
-            cells = F.avg_pool2d(coeffs, self.cell, ceil_mode=True)
-            coeffs = F.interpolate(cells, size=(h, w), mode="bilinear", align_corners=False)
+            coeffs = edge_aware_mean(coeffs, luma(image), cell=self.cell, bins=self.bins)
+        b, _, h, w = coeffs.shape
         coeffs = coeffs.view(b, 3, 4, h, w)
         matrix, offset = coeffs[:, :, :3], coeffs[:, :, 3]
         # (I + M) x + t, per pixel
-        return image + torch.einsum("bcdhw,bdhw->bchw", matrix, image) + offset
+        return normalised + torch.einsum("bcdhw,bdhw->bchw", matrix, normalised) + offset
+
+
+def edge_aware_mean(maps: torch.Tensor, guide: torch.Tensor, *, cell: int, bins: int) -> torch.Tensor:
+    """Average ``maps`` over ``cell`` px cells among pixels of similar ``guide`` (a bilateral grid).
+
+    Each pixel is splatted into the two nearest of ``bins`` guide levels of its cell (tent
+    weights), the cells are interpolated bilinearly back to every pixel, and each pixel reads
+    the levels near its own guide value, normalised by the weight found there. So a pixel's value
+    is a smooth spatial average over pixels whose guide is within about 2 / (bins - 1) of its
+    own: across a strong brightness edge nothing is shared. ``bins=1`` is plain cell averaging.
+    One level at a time, so memory stays at a few copies of ``maps``.
+    """
+    b, c, h, w = maps.shape
+    position = guide.clamp(0, 1) * (bins - 1)
+    total = torch.zeros_like(maps)
+    weight = torch.zeros_like(guide)
+    for level in range(bins):
+        at_level = (1 - (position - level).abs()).clamp_min(0)  # (B, 1, H, W)
+        grid = F.avg_pool2d(torch.cat([maps * at_level, at_level], dim=1), cell, ceil_mode=True)
+        sliced = F.interpolate(grid, size=(h, w), mode="bilinear", align_corners=False) * at_level
+        total = total + sliced[:, :c]
+        weight = weight + sliced[:, c:]
+    return total / weight.clamp_min(1e-8)
 
 
 class StyleNet(nn.Module):
@@ -133,7 +158,11 @@ class StyleNet(nn.Module):
         self.residuals = nn.ModuleList(ResidualBlock(c3, num_styles) for _ in range(config.residual_blocks))
         self.up1 = UpsampleConvNormReLU(c3, c2, 3, num_styles)
         self.up2 = UpsampleConvNormReLU(c2, c1, 3, num_styles)
-        self.head = AffineHead(c1, k, num_styles, config.affine_cell) if config.head == "affine" else RGBHead(c1, k)
+        self.head = (
+            AffineHead(c1, k, num_styles, config.affine_cell, config.affine_bins)
+            if config.head == "affine"
+            else RGBHead(c1, k)
+        )
 
     @property
     def num_styles(self) -> int:

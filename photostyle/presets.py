@@ -26,6 +26,7 @@ class NetConfig:
     outer_kernel: int = 9  # kernel of the first and last convolutions
     head: Head = "rgb"  # "rgb": the net paints pixels; "affine": it predicts local colour transforms
     affine_cell: int = 1  # affine head: side in pixels of the cells its colour maps are smoothed over
+    affine_bins: int = 1  # affine head: brightness levels a cell keeps apart (1: plain cell averages)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -39,7 +40,9 @@ class NetConfig:
 
 PRESETS: dict[str, NetConfig] = {
     "paper": NetConfig(channels=(32, 64, 128), residual_blocks=5, outer_kernel=9, head="rgb"),
-    "lite": NetConfig(channels=(16, 32, 64), residual_blocks=3, outer_kernel=5, head="affine", affine_cell=8),
+    "lite": NetConfig(
+        channels=(16, 32, 64), residual_blocks=3, outer_kernel=5, head="affine", affine_cell=32, affine_bins=8
+    ),
 }
 
 

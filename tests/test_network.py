@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from photostyle import PRESETS, StyleNet, get_preset
+from photostyle import PRESETS, NetConfig, StyleNet, get_preset
 from photostyle.model import split_net
-from photostyle.network import AffineHead
+from photostyle.network import AffineHead, edge_aware_mean
 
 
 def _randomised(net: StyleNet, seed: int = 0) -> StyleNet:
@@ -84,3 +84,44 @@ def test_affine_head_starts_as_a_global_transfer_and_its_maps_are_smooth_over_ce
     torch.nn.init.normal_(fine.conv.conv.weight, generator=torch.Generator().manual_seed(1))
     smooth.load_state_dict(fine.state_dict())
     assert _roughness(smooth(features, photo, style)) < 0.2 * _roughness(fine(features, photo, style))
+
+
+def _cell_average(maps: torch.Tensor, cell: int) -> torch.Tensor:
+    cells = torch.nn.functional.avg_pool2d(maps, cell, ceil_mode=True)
+    return torch.nn.functional.interpolate(cells, size=maps.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def test_edge_aware_mean_with_one_level_or_a_flat_guide_is_the_plain_cell_average():
+    maps = torch.rand(2, 12, 40, 36, generator=torch.Generator().manual_seed(0))
+    guide = torch.rand(2, 1, 40, 36, generator=torch.Generator().manual_seed(1))
+    flat = torch.full((2, 1, 40, 36), 0.37)
+    expected = _cell_average(maps, 8)
+    assert torch.allclose(edge_aware_mean(maps, guide, cell=8, bins=1), expected, atol=1e-6)
+    assert torch.allclose(edge_aware_mean(maps, flat, cell=8, bins=8), expected, atol=1e-6)
+
+
+def test_edge_aware_mean_shares_nothing_across_a_brightness_edge():
+    """A dark ridge under a bright sky: each side keeps its own value up to the edge (no halo)."""
+    guide = torch.full((1, 1, 32, 40), 0.9)
+    guide[..., 19:, :] = 0.1  # the edge falls inside a cell
+    maps = torch.where(guide > 0.5, 1.0, -1.0).expand(1, 3, 32, 40)
+    sharp = edge_aware_mean(maps, guide, cell=8, bins=8)
+    assert torch.allclose(sharp, maps, atol=1e-6)
+    blurred = edge_aware_mean(maps, guide, cell=8, bins=1)
+    assert float((blurred - maps).abs().amax()) > 0.5  # plain cells smear the edge
+
+
+def test_edge_aware_mean_keeps_constant_maps_and_their_gradients():
+    guide = torch.rand(1, 1, 24, 24, generator=torch.Generator().manual_seed(3))
+    maps = torch.full((1, 4, 24, 24), 0.25, requires_grad=True)
+    out = edge_aware_mean(maps, guide, cell=8, bins=8)
+    assert torch.allclose(out, torch.full_like(out, 0.25), atol=1e-6)
+    out.sum().backward()
+    assert torch.isfinite(maps.grad).all() and float(maps.grad.abs().sum()) > 0
+
+
+def test_bases_recorded_before_brightness_levels_keep_plain_cell_averages():
+    recorded = '{"affine_cell": 8, "channels": [16, 32, 64], "head": "affine", "outer_kernel": 5, "residual_blocks": 3}'
+    config = NetConfig.from_json(recorded)
+    assert (config.affine_cell, config.affine_bins) == (8, 1)
+    assert StyleNet(config, num_styles=1).head.bins == 1
