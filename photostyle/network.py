@@ -11,6 +11,8 @@ output is cropped back, so output size == input size.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -124,24 +126,42 @@ class AffineHead(nn.Module):
 def edge_aware_mean(maps: torch.Tensor, guide: torch.Tensor, *, cell: int, bins: int) -> torch.Tensor:
     """Average ``maps`` over ``cell`` px cells among pixels of similar ``guide`` (a bilateral grid).
 
-    Each pixel is splatted into the two nearest of ``bins`` guide levels of its cell (tent
-    weights), the cells are interpolated bilinearly back to every pixel, and each pixel reads
-    the levels near its own guide value, normalised by the weight found there. So a pixel's value
-    is a smooth spatial average over pixels whose guide is within about 2 / (bins - 1) of its
+    Splat: each pixel adds its values to the two nearest of ``bins`` guide levels of its cell,
+    with tent weights, and the cells are averaged. Slice: each pixel reads the grid at its own
+    position and guide level (trilinear). Its result, normalised by the weight read the same way,
+    is a smooth spatial average over pixels whose guide lies within about 2 / (bins - 1) of its
     own: across a strong brightness edge nothing is shared. ``bins=1`` is plain cell averaging.
-    One level at a time, so memory stays at a few copies of ``maps``.
     """
     b, c, h, w = maps.shape
+    grid_h, grid_w = -(-h // cell), -(-w // cell)
+    cells = grid_h * grid_w
     position = guide.clamp(0, 1) * (bins - 1)
-    total = torch.zeros_like(maps)
-    weight = torch.zeros_like(guide)
-    for level in range(bins):
-        at_level = (1 - (position - level).abs()).clamp_min(0)  # (B, 1, H, W)
-        grid = F.avg_pool2d(torch.cat([maps * at_level, at_level], dim=1), cell, ceil_mode=True)
-        sliced = F.interpolate(grid, size=(h, w), mode="bilinear", align_corners=False) * at_level
-        total = total + sliced[:, :c]
-        weight = weight + sliced[:, c:]
-    return total / weight.clamp_min(1e-8)
+    lower = position.floor().clamp(max=max(bins - 2, 0))
+    upper_share = (position - lower).view(b, 1, h * w)  # 0 when bins == 1
+    rows = torch.arange(h, device=maps.device) // cell
+    cols = torch.arange(w, device=maps.device) // cell
+    cell_of_pixel = (rows[:, None] * grid_w + cols).view(1, 1, h * w)
+    index = (lower.long().view(b, 1, h * w) * cells + cell_of_pixel).expand(-1, c + 1, -1)
+    values = torch.cat([maps, torch.ones_like(guide)], dim=1).view(b, c + 1, h * w)
+    grid = maps.new_zeros(b, c + 1, (bins + 1) * cells)  # a spare level keeps bins == 1 in range
+    grid = grid.scatter_add(2, index, values * (1 - upper_share)).scatter_add(2, index + cells, values * upper_share)
+    grid = grid.view(b, c + 1, bins + 1, grid_h, grid_w)[:, :, :bins] / _pixels_per_cell(h, w, cell, maps)
+
+    ys = ((torch.arange(h, device=maps.device, dtype=maps.dtype) + 0.5) * (2 / h) - 1).view(1, h, 1).expand(b, h, w)
+    xs = ((torch.arange(w, device=maps.device, dtype=maps.dtype) + 0.5) * (2 / w) - 1).view(1, 1, w).expand(b, h, w)
+    zs = (position[:, 0] + 0.5) * (2 / bins) - 1
+    where = torch.stack([xs, ys, zs], dim=-1)[:, None]  # (B, 1, H, W, xyz), grid_sample's order
+    sliced = F.grid_sample(grid, where, mode="bilinear", padding_mode="border", align_corners=False)[:, :, 0]
+    return sliced[:, :c] / sliced[:, c:].clamp_min(1e-8)
+
+
+def _pixels_per_cell(h: int, w: int, cell: int, like: torch.Tensor) -> torch.Tensor:
+    """How many pixels each cell holds (the last row and column of cells may be partial)."""
+    def counts(n: int) -> torch.Tensor:
+        starts = torch.arange(0, n, cell, device=like.device, dtype=like.dtype)
+        return (n - starts).clamp(max=cell)
+
+    return counts(h)[:, None] * counts(w)[None, :]
 
 
 class StyleNet(nn.Module):
@@ -167,6 +187,12 @@ class StyleNet(nn.Module):
     @property
     def num_styles(self) -> int:
         return self.conv_in.norm.num_styles
+
+    @property
+    def period(self) -> int:
+        """Tiles cut at multiples of this many pixels see the same strides and colour-map cells as
+        the whole photo (tiled rendering aligns to it and keeps two periods of context)."""
+        return math.lcm(STRIDE, getattr(self.head, "cell", 1))
 
     def forward(self, image: torch.Tensor, style: torch.Tensor | int) -> torch.Tensor:
         """Stylise a batch ``(B, 3, H, W)`` in [0, 1]; ``style`` is one index or one per sample."""

@@ -9,7 +9,9 @@ overlapping tiles, each extended by a context margin that is cut away afterwards
 linear ramps in the overlaps. Instance normalisation is the catch: each tile alone would be
 normalised with its *own* statistics and come out in a different tone. So the statistics of every
 norm layer are first recorded on the whole photo (downscaled to fit ``stats_pixels``, which defaults
-to ``max_untiled_pixels``) and every tile is normalised with those; the seams then vanish.
+to ``max_untiled_pixels``) and every tile is normalised with those; the seams then vanish. Tiles
+are also cut on multiples of the net's ``period`` with at least two periods of context, so the
+affine head averages its colour maps over the same cells as on the whole photo.
 """
 
 from __future__ import annotations
@@ -103,10 +105,11 @@ class Stylizer:
             self._run(small)
         out = torch.zeros((1, 3, h, w), device=self.device)
         weight = torch.zeros((1, 1, h, w), device=self.device)
-        m = self.tile_margin
+        period = self.net.period
+        m = max(self.tile_margin, 2 * period)
         with shared_statistics(self.net, stats):
             for top, left, th, tw in _tiles(h, w, self.tile_size, self.tile_overlap):
-                t0, l0 = max(0, top - m), max(0, left - m)
+                t0, l0 = max(0, top - m) // period * period, max(0, left - m) // period * period
                 t1, l1 = min(h, top + th + m), min(w, left + tw + m)
                 tile = self._run(x[..., t0:t1, l0:l1])[..., top - t0 : top - t0 + th, left - l0 : left - l0 + tw]
                 ramp = _ramp(th, tw, top, left, h, w, self.tile_overlap, x.device)
