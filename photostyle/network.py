@@ -123,6 +123,9 @@ class AffineHead(nn.Module):
         return normalised + torch.einsum("bcdhw,bdhw->bchw", matrix, normalised) + offset
 
 
+SPARSE_LEVEL_FLOOR = 0.05  # share of the whole cell every level also averages over
+
+
 def edge_aware_mean(maps: torch.Tensor, guide: torch.Tensor, *, cell: int, bins: int) -> torch.Tensor:
     """Average ``maps`` over ``cell`` px cells among pixels of similar ``guide`` (a bilateral grid).
 
@@ -130,7 +133,10 @@ def edge_aware_mean(maps: torch.Tensor, guide: torch.Tensor, *, cell: int, bins:
     with tent weights, and the cells are averaged. Slice: each pixel reads the grid at its own
     position and guide level (trilinear). Its result, normalised by the weight read the same way,
     is a smooth spatial average over pixels whose guide lies within about 2 / (bins - 1) of its
-    own: across a strong brightness edge nothing is shared. ``bins=1`` is plain cell averaging.
+    own: across a strong brightness edge almost nothing is shared. Every level also holds
+    ``SPARSE_LEVEL_FLOOR`` of the whole cell's average, so a level only a few pixels fall in (a
+    star, a catchlight) follows its surroundings instead of those pixels' own transforms.
+    ``bins=1`` is plain cell averaging.
     In float32 whatever the autocast dtype: a cell sums up to ``cell``^2 pixels.
     """
     c = maps.shape[1]
@@ -151,10 +157,11 @@ def _splat(values: torch.Tensor, level: torch.Tensor, cell: int, bins: int) -> t
     cols = torch.arange(w, device=values.device) // cell
     cell_of_pixel = (rows[:, None] * grid_w + cols).view(1, 1, h * w)
     index = (lower.long().view(b, 1, h * w) * cells + cell_of_pixel).expand(-1, c, -1)
-    flat = values.view(b, c, h * w)
+    flat = values.reshape(b, c, h * w)
     grid = values.new_zeros(b, c, (bins + 1) * cells)  # a spare level keeps bins == 1 in range
     grid = grid.scatter_add(2, index, flat * (1 - upper_share)).scatter_add(2, index + cells, flat * upper_share)
-    return grid.view(b, c, bins + 1, grid_h, grid_w)[:, :, :bins] / _pixels_per_cell(h, w, cell, values)
+    grid = grid.view(b, c, bins + 1, grid_h, grid_w)[:, :, :bins] / _pixels_per_cell(h, w, cell, values)
+    return grid + SPARSE_LEVEL_FLOOR * grid.sum(dim=2, keepdim=True)
 
 
 def _slice(grid: torch.Tensor, level: torch.Tensor, bins: int) -> torch.Tensor:
