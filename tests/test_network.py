@@ -134,3 +134,24 @@ def test_bases_recorded_before_brightness_levels_keep_plain_cell_averages():
     config = NetConfig.from_json(recorded)
     assert (config.affine_cell, config.affine_bins) == (8, 1)
     assert StyleNet(config, num_styles=1).head.bins == 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_edge_aware_mean_on_cuda_matches_cpu_in_float32_and_under_bf16_autocast():
+    """scatter_add and 3-D grid_sample have their own CUDA kernels; the grid stays float32 under autocast."""
+    gen = torch.Generator().manual_seed(4)
+    maps = torch.randn(2, 12, 96, 80, generator=gen)
+    guide = torch.rand(2, 1, 96, 80, generator=gen)
+    expected = edge_aware_mean(maps, guide, cell=32, bins=8)
+    on_gpu = edge_aware_mean(maps.cuda(), guide.cuda(), cell=32, bins=8).cpu()
+    assert torch.allclose(on_gpu, expected, atol=1e-4)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        low = edge_aware_mean(maps.cuda().bfloat16(), guide.cuda(), cell=32, bins=8)
+    assert low.dtype == torch.bfloat16
+    assert float((low.float().cpu() - expected).abs().amax()) < 0.05
+    grad_maps = maps.cuda().requires_grad_()
+    edge_aware_mean(grad_maps, guide.cuda(), cell=32, bins=8).square().sum().backward()
+    cpu_maps = maps.clone().requires_grad_()
+    edge_aware_mean(cpu_maps, guide, cell=32, bins=8).square().sum().backward()
+    assert torch.allclose(grad_maps.grad.cpu(), cpu_maps.grad, atol=1e-4)
+
