@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from PIL import Image
 
 from photostyle import Stylizer, TrainConfig, train_pair
@@ -51,6 +50,8 @@ def main() -> None:
     parser.add_argument("--save", type=Path, default=None, help="folder to write the rendered photos to")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     content = read(args.data / "highres" / "content.jpg").image
     style = read(args.data / "highres" / "style.png").image
