@@ -127,8 +127,10 @@ class OutputLayout:
 
 
 def new_run_id() -> str:
-    """A unique id that sorts by start time (UTC), valid as a name (it names manifest parts)."""
-    return f"{datetime.now(timezone.utc):%Y%m%dt%H%M%S}z-{uuid.uuid4().hex[:8]}"
+    """A unique id that sorts by start time (UTC), valid as a name (it names manifest parts).
+    To the microsecond: a rerun straight after a run must still sort after it (``status`` takes
+    the largest id as the last run)."""
+    return f"{datetime.now(timezone.utc):%Y%m%dt%H%M%S.%f}z-{uuid.uuid4().hex[:8]}"
 
 
 def summarize(output_uri: str) -> dict[str, Any]:

@@ -10,6 +10,8 @@ from click.testing import CliRunner
 
 from pipeline.cli import main
 from pipeline.manifests import write_outputs_part
+from pipeline.names import is_valid_name
+from pipeline.outputs import new_run_id
 
 
 def rows(run_id: str, style: str, version: str, results: dict[str, str], minute: int) -> list[dict]:
@@ -57,3 +59,11 @@ def test_status_counts_each_input_once_per_style_version_and_reports_the_last_ru
     assert text[0] == "4 ok, 1 failed, 3 run(s)"
     assert text[1:3] == ["  look@v1: 3 ok, 1 failed", "  look@v2: 1 ok, 1 failed"]
     assert text[3].startswith("last run 20260102t0500z-c")
+
+
+def test_run_ids_made_back_to_back_sort_in_the_order_they_were_made() -> None:
+    # status takes the largest run id as the last run: a rerun started within the same second
+    # as the run before it must still sort after it
+    ids = [new_run_id() for _ in range(50)]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert all(is_valid_name(i) for i in ids)
