@@ -154,4 +154,3 @@ def test_edge_aware_mean_on_cuda_matches_cpu_in_float32_and_under_bf16_autocast(
     cpu_maps = maps.clone().requires_grad_()
     edge_aware_mean(cpu_maps, guide, cell=32, bins=8).square().sum().backward()
     assert torch.allclose(grad_maps.grad.cpu(), cpu_maps.grad, atol=1e-4)
-
