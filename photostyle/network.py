@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from photostyle.colour import luma
+from photostyle.lut import ColourLUT
 from photostyle.norm import ConditionalInstanceNorm2d
 from photostyle.presets import NetConfig
 
@@ -113,14 +114,34 @@ class AffineHead(nn.Module):
 
     def forward(self, features: torch.Tensor, image: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         normalised = self.photo_norm(image, style)  # the global transfer
-        coeffs = self.conv(torch.cat([features, normalised], dim=1))
-        if self.cell > 1:
-            coeffs = edge_aware_mean(coeffs, luma(image), cell=self.cell, bins=self.bins)
+        coeffs = self.share(self.conv(torch.cat([features, normalised], dim=1)), image)
         b, _, h, w = coeffs.shape
         coeffs = coeffs.view(b, 3, 4, h, w)
         matrix, offset = coeffs[:, :, :3], coeffs[:, :, 3]
         # (I + M) x + t, per pixel
         return normalised + torch.einsum("bcdhw,bdhw->bchw", matrix, normalised) + offset
+
+    def share(self, coeffs: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """The per-pixel maps, averaged over the pixels that must share them (here: a cell's)."""
+        if self.cell == 1:
+            return coeffs
+        return edge_aware_mean(coeffs, luma(image), cell=self.cell, bins=self.bins)
+
+
+class LUTHead(AffineHead):
+    """The affine head with its colour maps shared by colour over the whole photo, not by cell.
+
+    Every pixel of one colour gets the same recolouring wherever it is (:class:`ColourLUT`), so
+    the net can grade a photo as a colourist's lookup table does but cannot paint light into part
+    of a flat sky. It has the affine head's parameters; only how the maps are shared differs.
+    """
+
+    def __init__(self, cin: int, kernel: int, num_styles: int, levels: tuple[int, int, int]) -> None:
+        super().__init__(cin, kernel, num_styles, cell=1)
+        self.lut = ColourLUT(levels)
+
+    def share(self, coeffs: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        return self.lut(coeffs, image)
 
 
 SPARSE_LEVEL_FLOOR = 0.05  # share of the whole cell every level also averages over
@@ -197,11 +218,7 @@ class StyleNet(nn.Module):
         self.residuals = nn.ModuleList(ResidualBlock(c3, num_styles) for _ in range(config.residual_blocks))
         self.up1 = UpsampleConvNormReLU(c3, c2, 3, num_styles)
         self.up2 = UpsampleConvNormReLU(c2, c1, 3, num_styles)
-        self.head = (
-            AffineHead(c1, k, num_styles, config.affine_cell, config.affine_bins)
-            if config.head == "affine"
-            else RGBHead(c1, k)
-        )
+        self.head = _build_head(config, c1, num_styles)
 
     @property
     def num_styles(self) -> int:
@@ -235,6 +252,15 @@ class StyleNet(nn.Module):
         if bool(((index < 0) | (index >= self.num_styles)).any()):
             raise ValueError(f"style index out of range [0, {self.num_styles}): {index.tolist()}")
         return index
+
+
+def _build_head(config: NetConfig, cin: int, num_styles: int) -> nn.Module:
+    k = config.outer_kernel
+    if config.head == "lut":
+        return LUTHead(cin, k, num_styles, config.lut_levels)
+    if config.head == "affine":
+        return AffineHead(cin, k, num_styles, config.affine_cell, config.affine_bins)
+    return RGBHead(cin, k)
 
 
 def _pad_to_stride(x: torch.Tensor) -> torch.Tensor:

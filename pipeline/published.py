@@ -59,9 +59,7 @@ def publish_pair(
 def load_base(catalog: Catalog, base_id: str) -> Base:
     """A base from the store, checksum verified, as a photostyle :class:`Base`."""
     tensors, meta = catalog.load_base(base_id)
-    arch = dict(meta["arch"])
-    arch["channels"] = tuple(arch["channels"])
-    return Base(NetConfig(**arch), tensors)
+    return Base(NetConfig.from_dict(meta["arch"]), tensors)
 
 
 def load_style(catalog: Catalog, spec: str) -> LoadedStyle:

@@ -1,0 +1,81 @@
+"""A colour lookup table that shares the affine head's colour maps among pixels of one colour.
+
+The maps the head predicts per pixel are averaged over the whole photo among pixels of similar
+CIE Lab colour, and each pixel reads back the average of its own colour. The result is a function
+of colour alone, like a colourist's 3-D LUT: two pixels of the same colour get the same recolouring
+wherever they are. So a flat sky cannot get a patch of the style's lights painted into part of it,
+which per-cell maps (:func:`photostyle.network.edge_aware_mean`) allowed (see README, Quality).
+
+Splat: each pixel adds its maps to the 8 table entries around its colour with trilinear (tent)
+weights. Slice: each pixel reads the table trilinearly at its colour, normalised by the weight
+read the same way. The table is a whole-photo statistic: tiled rendering records it once on the
+whole photo and replays it on every tile (:func:`photostyle.norm.shared_statistics`).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+import torch.nn.functional as F
+
+from photostyle.colour import rgb_to_lab
+from photostyle.norm import WholePhotoStatistics
+
+__all__ = ["ColourLUT", "CHROMA_RANGE"]
+
+CHROMA_RANGE = 0.8  # a and b (Lab / 100) are tabulated over [-0.8, 0.8]; beyond, the edge entries
+SPARSE_ENTRY_FLOOR = 0.4  # every entry also holds this share of an average entry's weight of the
+# whole photo's mean maps, so a colour only a few pixels have follows the photo's overall transform
+
+
+class ColourLUT(WholePhotoStatistics):
+    """Average ``(B, C, H, W)`` maps per colour of ``image`` over the whole photo."""
+
+    def __init__(self, levels: tuple[int, int, int]) -> None:
+        super().__init__()
+        if len(levels) != 3 or min(levels) < 2:
+            raise ValueError(f"a colour table needs at least 2 levels of L, a and b each, got {levels}")
+        self.levels = tuple(levels)
+
+    def forward(self, maps: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        c = maps.shape[1]
+        where = _table_coordinates(image)
+        (table,) = self._statistics(lambda: (_splat(maps, where, self.levels),), maps.device)
+        sliced = _slice(table, where)
+        return (sliced[:, :c] / sliced[:, c:].clamp_min(1e-8)).to(maps.dtype)
+
+
+def _table_coordinates(image: torch.Tensor) -> torch.Tensor:
+    """Each pixel's colour as (L, a, b) in [0, 1]: ``(B, 3, H, W)``, float32."""
+    lab = rgb_to_lab(image)
+    chroma = lab[:, 1:] / (2 * CHROMA_RANGE) + 0.5
+    return torch.cat([lab[:, :1], chroma], dim=1).clamp(0, 1)
+
+
+def _splat(maps: torch.Tensor, where: torch.Tensor, levels: tuple[int, ...]) -> torch.Tensor:
+    """The table ``(B, C + 1, L, A, B)``: tent-weighted mean maps per entry, the last channel the weight."""
+    b, c, h, w = maps.shape
+    size = torch.tensor(levels, device=maps.device).view(1, 3, 1)
+    position = where.reshape(b, 3, h * w) * (size - 1)
+    lower = torch.minimum(position.floor(), (size - 2).to(position.dtype))
+    upper_share = position - lower
+    lower = lower.long()
+    values = torch.cat([maps.float(), torch.ones_like(maps[:, :1], dtype=torch.float32)], dim=1).view(b, c + 1, h * w)
+    entries = levels[0] * levels[1] * levels[2]
+    table = values.new_zeros(b, c + 1, entries)
+    for corner in itertools.product((0, 1), repeat=3):
+        step = torch.tensor(corner, device=maps.device).view(1, 3, 1)
+        index = lower + step
+        flat = (index[:, 0] * levels[1] + index[:, 1]) * levels[2] + index[:, 2]
+        weight = torch.where(step.bool(), upper_share, 1 - upper_share).prod(dim=1)
+        table = table.scatter_add(2, flat[:, None].expand(-1, c + 1, -1), values * weight[:, None])
+    table = table / (h * w)
+    table = table + SPARSE_ENTRY_FLOOR / entries * table.sum(dim=2, keepdim=True)
+    return table.view(b, c + 1, *levels)
+
+
+def _slice(table: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+    """Read ``table`` trilinearly at every pixel's colour: ``(B, C + 1, H, W)``."""
+    xyz = where.flip(1).permute(0, 2, 3, 1)[:, None] * 2 - 1  # grid_sample wants (b, a, L) order
+    return F.grid_sample(table, xyz, mode="bilinear", padding_mode="border", align_corners=True)[:, :, 0]
