@@ -7,8 +7,8 @@ wherever they are. So a flat sky cannot get a patch of the style's lights painte
 which per-cell maps (:func:`photostyle.network.edge_aware_mean`) allowed (see README, Quality).
 
 Splat: each pixel adds its maps to the 8 table entries around its colour with trilinear (tent)
-weights. Slice: each pixel reads the table trilinearly at its colour, normalised by the weight
-read the same way. The table is a whole-photo statistic: tiled rendering records it once on the
+weights. Slice: each pixel reads the table trilinearly at its colour (gathering the same 8
+entries with the same weights), normalised by the weight read the same way. The table is a whole-photo statistic: tiled rendering records it once on the
 whole photo and replays it on every tile (:func:`photostyle.norm.shared_statistics`).
 """
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 import itertools
 
 import torch
-import torch.nn.functional as F
 
 from photostyle.colour import rgb_to_lab
 from photostyle.norm import WholePhotoStatistics
@@ -39,11 +38,15 @@ class ColourLUT(WholePhotoStatistics):
         self.levels = tuple(levels)
 
     def forward(self, maps: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        c = maps.shape[1]
-        where = _table_coordinates(image)
-        (table,) = self._statistics(lambda: (_splat(maps, where, self.levels),), maps.device)
-        sliced = _slice(table, where)
+        b, c, h, w = maps.shape
+        corners = _corners(_table_coordinates(image), self.levels)
+        values = torch.cat([maps.float(), maps.new_ones(b, 1, h, w, dtype=torch.float32)], dim=1).reshape(b, c + 1, h * w)
+        (table,) = self._statistics(lambda: (_splat(values, corners, self.levels),), maps.device)
+        sliced = _slice(table, corners).view(b, c + 1, h, w)
         return (sliced[:, :c] / sliced[:, c:].clamp_min(1e-8)).to(maps.dtype)
+
+
+Corners = list[tuple[torch.Tensor, torch.Tensor]]
 
 
 def _table_coordinates(image: torch.Tensor) -> torch.Tensor:
@@ -53,29 +56,37 @@ def _table_coordinates(image: torch.Tensor) -> torch.Tensor:
     return torch.cat([lab[:, :1], chroma], dim=1).clamp(0, 1)
 
 
-def _splat(maps: torch.Tensor, where: torch.Tensor, levels: tuple[int, ...]) -> torch.Tensor:
-    """The table ``(B, C + 1, L, A, B)``: tent-weighted mean maps per entry, the last channel the weight."""
-    b, c, h, w = maps.shape
-    size = torch.tensor(levels, device=maps.device).view(1, 3, 1)
+def _corners(where: torch.Tensor, levels: tuple[int, ...]) -> Corners:
+    """For each of the 8 table entries around every pixel's colour: the entry's flat index and
+    the pixel's trilinear weight for it, both ``(B, H*W)``. Splat and slice share them."""
+    b, _, h, w = where.shape
+    size = torch.tensor(levels, device=where.device).view(1, 3, 1)
     position = where.reshape(b, 3, h * w) * (size - 1)
     lower = torch.minimum(position.floor(), (size - 2).to(position.dtype))
     upper_share = position - lower
     lower = lower.long()
-    values = torch.cat([maps.float(), torch.ones_like(maps[:, :1], dtype=torch.float32)], dim=1).view(b, c + 1, h * w)
-    entries = levels[0] * levels[1] * levels[2]
-    table = values.new_zeros(b, c + 1, entries)
+    corners = []
     for corner in itertools.product((0, 1), repeat=3):
-        step = torch.tensor(corner, device=maps.device).view(1, 3, 1)
+        step = torch.tensor(corner, device=where.device).view(1, 3, 1)
         index = lower + step
         flat = (index[:, 0] * levels[1] + index[:, 1]) * levels[2] + index[:, 2]
-        weight = torch.where(step.bool(), upper_share, 1 - upper_share).prod(dim=1)
-        table = table.scatter_add(2, flat[:, None].expand(-1, c + 1, -1), values * weight[:, None])
-    table = table / (h * w)
-    table = table + SPARSE_ENTRY_FLOOR / entries * table.sum(dim=2, keepdim=True)
-    return table.view(b, c + 1, *levels)
+        corners.append((flat, torch.where(step.bool(), upper_share, 1 - upper_share).prod(dim=1)))
+    return corners
 
 
-def _slice(table: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
-    """Read ``table`` trilinearly at every pixel's colour: ``(B, C + 1, H, W)``."""
-    xyz = where.flip(1).permute(0, 2, 3, 1)[:, None] * 2 - 1  # grid_sample wants (b, a, L) order
-    return F.grid_sample(table, xyz, mode="bilinear", padding_mode="border", align_corners=True)[:, :, 0]
+def _splat(values: torch.Tensor, corners: Corners, levels: tuple[int, ...]) -> torch.Tensor:
+    """The table ``(B, C + 1, entries)``: tent-weighted mean values per entry, the last channel
+    (values' last, all ones) the weight."""
+    b, c1, n = values.shape
+    entries = levels[0] * levels[1] * levels[2]
+    table = values.new_zeros(b, c1, entries)
+    for flat, weight in corners:
+        table = table.scatter_add(2, flat[:, None].expand(-1, c1, -1), values * weight[:, None])
+    table = table / n
+    return table + SPARSE_ENTRY_FLOOR / entries * table.sum(dim=2, keepdim=True)
+
+
+def _slice(table: torch.Tensor, corners: Corners) -> torch.Tensor:
+    """Read ``table`` trilinearly at every pixel's colour: ``(B, C + 1, H*W)``."""
+    c1 = table.shape[1]
+    return sum(torch.gather(table, 2, flat[:, None].expand(-1, c1, -1)) * weight[:, None] for flat, weight in corners)

@@ -7,9 +7,10 @@ most ``working_side`` and lifts the result to full resolution with local affine 
 Photos up to ``max_untiled_pixels`` go through the network in one piece. Larger ones go in
 overlapping tiles, each extended by a context margin that is cut away afterwards, and blended with
 linear ramps in the overlaps. Instance normalisation is the catch: each tile alone would be
-normalised with its *own* statistics and come out in a different tone. So the statistics of every
-norm layer are first recorded on the whole photo (downscaled to fit ``stats_pixels``, which defaults
-to ``max_untiled_pixels``) and every tile is normalised with those; the seams then vanish. Tiles
+normalised with its *own* statistics and come out in a different tone (and the ``lut`` head's
+colour table likewise). So the statistics of every such layer are first recorded on the whole
+photo (downscaled to fit ``stats_pixels``, which defaults to ``max_untiled_pixels``) and every tile
+uses those; the seams then vanish. Tiles
 are also cut on multiples of the net's ``period`` with at least two periods of context, so the
 affine head averages its colour maps over the same cells as on the whole photo.
 """
