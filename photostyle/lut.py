@@ -8,8 +8,9 @@ which per-cell maps (:func:`photostyle.network.edge_aware_mean`) allowed (see RE
 
 Splat: each pixel adds its maps to the 8 table entries around its colour with trilinear (tent)
 weights. Slice: each pixel reads the table trilinearly at its colour (gathering the same 8
-entries with the same weights), normalised by the weight read the same way. The table is a whole-photo statistic: tiled rendering records it once on the
-whole photo and replays it on every tile (:func:`photostyle.norm.shared_statistics`).
+entries with the same weights), normalised by the weight read the same way. The table is a
+whole-photo statistic: tiled rendering records it once on the whole photo and replays it on every
+tile (:func:`photostyle.norm.shared_statistics`).
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ class ColourLUT(WholePhotoStatistics):
     def forward(self, maps: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         b, c, h, w = maps.shape
         corners = _corners(_table_coordinates(image), self.levels)
-        values = torch.cat([maps.float(), maps.new_ones(b, 1, h, w, dtype=torch.float32)], dim=1).reshape(b, c + 1, h * w)
+        weight = maps.new_ones(b, 1, h, w, dtype=torch.float32)  # carried as a last channel
+        values = torch.cat([maps.float(), weight], dim=1).reshape(b, c + 1, h * w)
         (table,) = self._statistics(lambda: (_splat(values, corners, self.levels),), maps.device)
         sliced = _slice(table, corners).view(b, c + 1, h, w)
         return (sliced[:, :c] / sliced[:, c:].clamp_min(1e-8)).to(maps.dtype)

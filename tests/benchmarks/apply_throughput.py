@@ -14,7 +14,7 @@ thread budget.
 Large photos (``--side``, real dpst-dev photos resized) measure throughput; small ones
 (``--small-side``) measure the pipeline's own cost per photo: (pipeline - bare) / photos.
 
-    python tests/benchmarks/apply_throughput.py [--json]
+    python tests/benchmarks/apply_throughput.py [--preset lite] [--json]
     python tests/benchmarks/apply_throughput.py --device cuda --bare-only --synthetic --side 1154  # ~1 MP, no Ray
 """
 
@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
-from photostyle import Stylizer, TrainConfig, train_pair
+from photostyle import PRESETS, Stylizer, TrainConfig, train_pair
 from photostyle.imageio import decode, encode, to_tensor
 
 log = logging.getLogger("apply_throughput")
@@ -162,6 +162,7 @@ def main() -> None:
     parser.add_argument("--small-side", type=int, default=64, help="long side of the overhead photos")
     parser.add_argument("--small-count", type=int, default=200, help="overhead photos")
     parser.add_argument("--batch-size", type=int, default=8, help="small enough to keep every worker busy")
+    parser.add_argument("--preset", default="lite", choices=sorted(PRESETS), help="network preset of the style")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--bare-only", action="store_true", help="no Ray (e.g. a GPU box without it)")
     parser.add_argument("--synthetic", action="store_true", help="generated photos instead of dpst-dev")
@@ -173,7 +174,8 @@ def main() -> None:
 
     make = synthetic_photos if args.synthetic else real_photos
     seed = Image.open(io.BytesIO(make(96, 2)[0])).convert("RGB")
-    pair = train_pair(seed, seed.transpose(Image.Transpose.FLIP_LEFT_RIGHT), TrainConfig(iterations=1, crop=32, loss_net="vgg16", loss_weights="random"))
+    config = TrainConfig(preset=args.preset, iterations=1, crop=32, loss_net="vgg16", loss_weights="random")
+    pair = train_pair(seed, seed.transpose(Image.Transpose.FLIP_LEFT_RIGHT), config)
     stylizer = Stylizer(pair.base, pair.style, device=device)
     big, small = make(args.side, args.count), make(args.small_side, args.small_count)
     sizes = [decode(d).size for d in big]
