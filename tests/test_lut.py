@@ -28,6 +28,19 @@ def test_pixels_of_one_colour_get_the_same_maps_wherever_they_are():
     assert float(city.std()) > 0.01  # other colours keep maps of their own
 
 
+def test_a_photo_taken_in_several_passes_gets_one_table(monkeypatch):
+    """Large photos are splatted and sliced in chunks of pixels (for the cache): same result."""
+    photo = _sky_over_city(7)
+    maps = torch.randn(1, 12, 48, 64, generator=torch.Generator().manual_seed(8), requires_grad=True)
+    whole = ColourLUT(LEVELS)(maps, photo)
+    (grad_whole,) = torch.autograd.grad(whole.square().sum(), maps)
+    monkeypatch.setattr("photostyle.lut._CHUNK", 1000)  # 4 passes over 3072 pixels
+    chunked = ColourLUT(LEVELS)(maps, photo)
+    (grad_chunked,) = torch.autograd.grad(chunked.square().sum(), maps)
+    assert torch.allclose(chunked, whole, atol=1e-6)
+    assert torch.allclose(grad_chunked, grad_whole, atol=1e-6)
+
+
 def test_the_table_keeps_constant_maps_and_their_gradients():
     photo = _sky_over_city(2)
     maps = torch.full((1, 4, 48, 64), 0.25, requires_grad=True)
