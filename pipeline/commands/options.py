@@ -37,7 +37,7 @@ _TRAIN_OPTIONS = (
         "--preset",
         type=click.Choice(sorted(PRESETS)),
         show_default="lite; with train --mode style, the base's",
-        help="Network size.",
+        help="Network preset: size and output head (README, The method library).",
     ),
     click.option(
         "--iterations",
