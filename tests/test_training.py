@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 import torch
 
-from photostyle import StylePair, Stylizer, TrainConfig, train_pair, train_style
+from photostyle import StylePair, Stylizer, TrainConfig, default_loss_config, train_pair, train_style
 from photostyle.model import identity_style
 from tests.photos import content, open_rgb, style
 
@@ -54,6 +54,13 @@ def test_train_style_trains_norms_only_and_leaves_the_base_bit_identical(photos,
 def test_train_style_defaults_to_half_the_iterations():
     cfg = TrainConfig(preset="lite")
     assert cfg.resolved(style_only=True).iterations == cfg.resolved().iterations // 2
+
+
+def test_each_preset_trains_its_colour_term_at_the_weight_it_was_tuned_with():
+    assert TrainConfig(preset="lite", loss_net="vgg16").resolved().loss.colour_weight == 30.0
+    assert TrainConfig(preset="lite-cells", loss_net="vgg16").resolved().loss.colour_weight == 10.0
+    own = dataclasses.replace(default_loss_config("vgg16"), colour_weight=5.0)
+    assert TrainConfig(preset="lite", loss_net="vgg16", loss=own).resolved().loss == own
 
 
 def test_bad_settings_are_refused(photos):
