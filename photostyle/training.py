@@ -51,10 +51,11 @@ STYLE, REVERSE = 0, 1  # slots: the style photo's look (->s) and the content pho
 
 # Per-preset schedule defaults (see README, "Numbers: paper or ours"), and the colour term's weight
 # each was tuned with: a colour table cannot place colours by position, so it needs a firmer push.
+_LITE = {"iterations": 300, "crop": 128, "train_side": 384, "colour_side": 192}
 _SCHEDULE = {
     "paper": {"iterations": 2000, "crop": 256, "train_side": 512, "colour_side": 256, "colour_weight": 10.0},
-    "lite": {"iterations": 300, "crop": 128, "train_side": 384, "colour_side": 192, "colour_weight": 30.0},
-    "lite-cells": {"iterations": 300, "crop": 128, "train_side": 384, "colour_side": 192, "colour_weight": 10.0},
+    "lite": {**_LITE, "colour_weight": 30.0},
+    "lite-cells": {**_LITE, "colour_weight": 10.0},
 }
 _STYLE_ITERATION_FRACTION = 0.5  # the paper: a new style needs about half the iterations
 

@@ -1,12 +1,14 @@
 """Full vs guided rendering of a 7 MP photo: time, speed-up, and both results' quality metrics.
 
-    python tests/benchmarks/guided_render.py [--preset lite] [--working-sides 512 1024] [--iterations N] [--repeats N] [--json]
+    python tests/benchmarks/guided_render.py [--preset lite] [--working-sides 512 1024] [--iterations N]
+        [--repeats N] [--json]
 
 Trains a style (lite by default) on ../shared/data/highres (content.jpg + style.png) with the
-trained VGG16 of ../shared/data/lossnet, then renders content.jpg (3056x2292) with ``render="full"`` (the net on
-every pixel, tiled) and ``render="guided"`` (the net at ``--working-side``, lifted with local affine
-colour maps), and prints seconds (photo in memory to photo in memory, best of ``--repeats``, after
-a warm-up run on CUDA), the speed-up, and structure / style_swd / affine_res of each.
+trained VGG16 of ../shared/data/lossnet, then renders content.jpg (3056x2292) with
+``render="full"`` (the net on every pixel, tiled) and ``render="guided"`` (the net at
+``--working-side``, lifted with local affine colour maps), and prints seconds (photo in memory to
+photo in memory, best of ``--repeats``, after a warm-up run on CUDA), the speed-up, and
+structure / style_swd / affine_res of each.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def main() -> None:
     parser.add_argument("--preset", default="lite", choices=sorted(PRESETS), help="network preset of the style")
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--working-sides", type=int, nargs="+", default=[512, 1024])
-    parser.add_argument("--iterations", type=int, default=None, help="training iterations (lite default)")
+    parser.add_argument("--iterations", type=int, default=None, help="training iterations (the preset's default)")
     parser.add_argument("--repeats", type=int, default=1, help="renders timed per mode (the best counts)")
     parser.add_argument("--save", type=Path, default=None, help="folder to write the rendered photos to")
     parser.add_argument("--json", action="store_true")
@@ -57,7 +59,8 @@ def main() -> None:
     content = read(args.data / "highres" / "content.jpg").image
     style = read(args.data / "highres" / "style.png").image
     weights = args.data / "lossnet" / "vgg16-hed-bsds500.safetensors"
-    pair = train_pair(content, style, TrainConfig(preset=args.preset, iterations=args.iterations, loss_net="vgg16", loss_weights=str(weights)))
+    config = TrainConfig(preset=args.preset, iterations=args.iterations, loss_net="vgg16", loss_weights=str(weights))
+    pair = train_pair(content, style, config)
     x = to_tensor(content).unsqueeze(0)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     result: dict[str, object] = {"photo": f"{content.width}x{content.height}", "device": device, "threads": torch.get_num_threads()}
