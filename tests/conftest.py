@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
@@ -74,14 +75,37 @@ def ray_session(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> I
         ray.shutdown()
 
 
+@dataclass(frozen=True)
+class WeightsFile:
+    path: Path
+    sha256: str
+
+
+@pytest.fixture(scope="session")
+def vgg16_weights(tmp_path_factory: pytest.TempPathFactory) -> WeightsFile:
+    """A seeded random VGG16 in torchvision's layout (convolutions only, as the offline trained one
+    ships): for the plumbing of loading, fetching and recording weights, not for quality."""
+    import hashlib
+
+    import torch
+    import torchvision
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    features = torchvision.models.vgg16(weights=None).features
+    path = tmp_path_factory.mktemp("weights") / "vgg16-random.safetensors"
+    save_file({f"features.{k}": v.contiguous() for k, v in features.state_dict().items()}, str(path))
+    return WeightsFile(path, hashlib.sha256(path.read_bytes()).hexdigest())
+
+
 @pytest.fixture(scope="session")
 def hed_pair():
-    """A lite pair trained briefly on a real dpst-dev pair with the trained VGG16: a real (if
+    """A lite pair trained briefly with the trained offline VGG16 (PHOTOSTYLE_LOSSNET): a real (if
     young) photorealistic style, for tests where a random network would not be representative."""
     from photostyle import TrainConfig, train_pair
-    from tests.photos import HED_VGG16, content, open_rgb, style
+    from tests.photos import content, hed_vgg16, open_rgb, style
 
     cfg = TrainConfig(
-        preset="lite", iterations=40, crop=64, train_side=128, loss_net="vgg16", loss_weights=str(HED_VGG16), log_every=5
+        preset="lite", iterations=40, crop=64, train_side=128, loss_net="vgg16", loss_weights=str(hed_vgg16()), log_every=5
     )
     return train_pair(open_rgb(content(2), 256), open_rgb(style(2), 256), cfg)

@@ -1,4 +1,4 @@
-"""The classical baselines: they reproduce the README's reference scores and do what their
+"""The classical baselines: they reproduce the dataset README's reference scores (PHOTOSTYLE_DPST_DEV) and do what their
 definitions say on small photos."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from skimage.color import rgb2lab
 
 from pipeline.baselines import BASELINES, histogram_match, reinhard
 from pipeline.quality import METRICS, as_rgb_array, metrics
-from tests.photos import content, open_rgb, style
+from tests.photos import content, dpst_content, dpst_style, open_rgb, style
 
 
 @pytest.mark.parametrize(
@@ -22,7 +22,7 @@ from tests.photos import content, open_rgb, style
 def test_baseline_scores_on_dpst_dev_match_readme_reference(baseline: str, expected: tuple[float, ...]) -> None:
     rows = []
     for n in range(1, 11):
-        c, s = Image.open(content(n)), Image.open(style(n))
+        c, s = Image.open(dpst_content(n)), Image.open(dpst_style(n))
         rows.append(metrics(c, s, BASELINES[baseline](c, s)))
     for key, want in zip(METRICS, expected):
         got = float(np.mean([r[key] for r in rows]))
@@ -31,8 +31,7 @@ def test_baseline_scores_on_dpst_dev_match_readme_reference(baseline: str, expec
 
 @pytest.fixture(scope="module")
 def pair() -> tuple[Image.Image, Image.Image]:
-    # Different sizes on purpose: the style's size must not matter. Pair 6 needs little gamut
-    # clipping, so the transferred statistics can be checked tightly.
+    # Different sizes on purpose: the style's size must not matter.
     return open_rgb(content(6), max_side=96), open_rgb(style(6), max_side=80)
 
 

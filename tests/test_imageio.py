@@ -18,10 +18,8 @@ from PIL import Image, ImageCms, ImageFile, features
 
 from photostyle import imageio
 from photostyle.imageio import DEFAULT_MAX_PIXELS, ImageDecodeError, decode, encode, read, to_image, to_tensor
+from tests.photos import content, sample
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-CONTENT = DATA / "dpst-dev" / "content"
-HIGHRES_JPEG = DATA / "highres" / "content.jpg"
 
 ORIENTATION, MAKE, MODEL, EXIF_IFD, DATE_TIME_ORIGINAL = 0x0112, 0x010F, 0x0110, 0x8769, 0x9003
 D50 = (0.9642, 1.0, 0.8249)
@@ -34,7 +32,7 @@ LOSSY = 5  # mean abs error (0..255) allowed after JPEG/WebP at quality 95 on a 
 @functools.cache
 def _real(n: int = 1, width: int = 96) -> Image.Image:
     """A real photo, shrunk for speed (aspect kept, so not square). Callers must not mutate it."""
-    with Image.open(CONTENT / f"{n}.png") as im:
+    with Image.open(content(n)) as im:
         rgb = im.convert("RGB")
     return rgb.resize((width, round(width * rgb.height / rgb.width)), Image.Resampling.LANCZOS)
 
@@ -145,7 +143,7 @@ def _linear_gray_icc() -> bytes:
 
 
 def test_decode_png_photo_exactly() -> None:
-    data = (CONTENT / "2.png").read_bytes()
+    data = content(2).read_bytes()
     photo = decode(data, name="2.png")
     with Image.open(io.BytesIO(data)) as ref:
         expected = ref.convert("RGB")
@@ -155,9 +153,12 @@ def test_decode_png_photo_exactly() -> None:
     assert photo.image.info == {}
 
 
-def test_read_highres_jpeg() -> None:
-    photo = read(HIGHRES_JPEG)
-    assert (photo.format, photo.image.mode, photo.size) == ("JPEG", "RGB", (3056, 2292))
+def test_read_a_camera_size_jpeg(tmp_path: Path) -> None:
+    # 12 MP, as a camera saves it: a bundled photo upscaled.
+    path = tmp_path / "camera.jpg"
+    _real(3, 4000).resize((4000, 3000), Image.Resampling.BICUBIC).save(path, "JPEG", quality=90)
+    photo = read(path)
+    assert (photo.format, photo.image.mode, photo.size) == ("JPEG", "RGB", (4000, 3000))
 
 
 @pytest.mark.parametrize("ext", sorted(imageio.EXTENSIONS))
@@ -424,13 +425,13 @@ def test_not_an_image(data: bytes) -> None:
 
 
 def test_truncated_jpeg() -> None:
-    data = HIGHRES_JPEG.read_bytes()
-    with pytest.raises(ImageDecodeError, match=r"^content\.jpg: truncated image"):
-        decode(data[: len(data) // 2], name="content.jpg")
+    data = sample("rocket.jpg").read_bytes()
+    with pytest.raises(ImageDecodeError, match=r"^rocket\.jpg: truncated image"):
+        decode(data[: len(data) // 2], name="rocket.jpg")
 
 
 def test_truncated_png() -> None:
-    data = (CONTENT / "4.png").read_bytes()
+    data = content(4).read_bytes()
     with pytest.raises(ImageDecodeError, match=r"^4\.png: truncated image"):
         decode(data[: len(data) // 2], name="4.png")
 
@@ -482,7 +483,7 @@ def test_pillow_bomb_error_is_converted() -> None:
 def test_decoding_leaves_pillow_globals_alone() -> None:
     before = (Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES)
     assert before[1] is False
-    data = (CONTENT / "4.png").read_bytes()
+    data = content(4).read_bytes()
     for bad in (data[: len(data) // 2], _png(20_000, 20_000, bit_depth=1, colour_type=0)):
         with pytest.raises(ImageDecodeError):
             decode(bad)
@@ -580,7 +581,7 @@ def test_encode_rejects_non_rgb() -> None:
 
 
 def test_tensor_round_trip_is_exact() -> None:
-    image = decode((CONTENT / "7.png").read_bytes()).image
+    image = decode(content(7).read_bytes()).image
     tensor = to_tensor(image)
     assert tensor.dtype == torch.float32 and tensor.shape == (3, image.height, image.width)
     assert 0.0 <= tensor.min() and tensor.max() <= 1.0

@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from photostyle import LossNetUnavailable, load_loss_network
-from tests.photos import HED_VGG16, HED_VGG16_SHA256
+from tests.photos import HED_VGG16_FILE, HED_VGG16_SHA256, hed_vgg16
 
 
-def test_trained_vgg16_loads_from_a_local_safetensors_file():
-    net = load_loss_network("vgg16", HED_VGG16, layers=("relu1_2", "relu3_3"))
-    assert net.identity == {"arch": "vgg16", "weights": f"file:{HED_VGG16.name}", "sha256": HED_VGG16_SHA256}
+def test_vgg16_loads_from_a_local_safetensors_file(vgg16_weights):
+    net = load_loss_network("vgg16", vgg16_weights.path, layers=("relu1_2", "relu3_3"))
+    assert net.identity == {"arch": "vgg16", "weights": f"file:{vgg16_weights.path.name}", "sha256": vgg16_weights.sha256}
     feats = net(torch.rand(1, 3, 32, 32))
     assert set(feats) == {"relu1_2", "relu3_3"}
     assert feats["relu3_3"].shape == (1, 256, 8, 8)
@@ -17,13 +17,13 @@ def test_trained_vgg16_loads_from_a_local_safetensors_file():
     assert len(net.features) == 16  # cut after relu3_3
 
 
-def test_torchvision_pth_is_read_with_weights_only(tmp_path):
+def test_torchvision_pth_is_read_with_weights_only(tmp_path, vgg16_weights):
     from safetensors.torch import load_file
 
     pth = tmp_path / "vgg16.pth"
-    torch.save(load_file(str(HED_VGG16)), pth)
+    torch.save(load_file(str(vgg16_weights.path)), pth)
     a = load_loss_network("vgg16", pth, layers=("relu2_2",))
-    b = load_loss_network("vgg16", HED_VGG16, layers=("relu2_2",))
+    b = load_loss_network("vgg16", vgg16_weights.path, layers=("relu2_2",))
     x = torch.rand(1, 3, 20, 20)
     assert torch.equal(a(x)["relu2_2"], b(x)["relu2_2"])
 
@@ -46,11 +46,11 @@ def test_offline_imagenet_weights_fail_with_instructions(monkeypatch, tmp_path):
         load_loss_network("vgg19", layers=("relu1_1",))
 
 
-def test_missing_or_wrong_weights_files_are_named(tmp_path):
+def test_missing_or_wrong_weights_files_are_named(tmp_path, vgg16_weights):
     with pytest.raises(LossNetUnavailable, match="nope.safetensors.*no such file"):
         load_loss_network("vgg16", tmp_path / "nope.safetensors", layers=("relu1_1",))
     with pytest.raises(LossNetUnavailable, match="do not fit vgg19"):
-        load_loss_network("vgg19", HED_VGG16, layers=("relu1_1",))
+        load_loss_network("vgg19", vgg16_weights.path, layers=("relu1_1",))
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(LossNetUnavailable, match="junk.pth.*not a torchvision state dict"):
@@ -62,3 +62,8 @@ def test_unknown_arch_and_layer_are_refused():
         load_loss_network("resnet", "random", layers=("relu1_1",))
     with pytest.raises(ValueError, match=r"no layer\(s\) \['relu9_9'\]"):
         load_loss_network("vgg16", "random", layers=("relu9_9",))
+
+
+def test_the_trained_offline_vgg16_is_the_one_its_readme_names():
+    net = load_loss_network("vgg16", hed_vgg16(), layers=("relu1_2",))
+    assert net.identity == {"arch": "vgg16", "weights": f"file:{HED_VGG16_FILE}", "sha256": HED_VGG16_SHA256}

@@ -1,4 +1,4 @@
-"""The quality metrics: calibrated against the reference means in shared/data/README.md, plus the
+"""The quality metrics: calibrated against the reference means of the dpst-dev dataset (PHOTOSTYLE_DPST_DEV), plus the
 properties each metric is defined to have."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pytest
 from PIL import Image, ImageFilter
 
 from pipeline.quality import METRICS, affine_res, as_rgb_array, metrics, structure, style_swd
-from tests.photos import DPST, content, open_rgb, style
+from tests.photos import content, dpst_content, dpst_output, dpst_style, open_rgb, style
 
 PAIRS = range(1, 11)
 
@@ -16,7 +16,7 @@ PAIRS = range(1, 11)
 def _mean_metrics(output_of) -> dict[str, float]:
     rows = []
     for n in PAIRS:
-        c, s = Image.open(content(n)), Image.open(style(n))
+        c, s = Image.open(dpst_content(n)), Image.open(dpst_style(n))
         rows.append(metrics(c, s, output_of(n, c)))
     return {key: float(np.mean([r[key] for r in rows])) for key in METRICS}
 
@@ -32,7 +32,7 @@ def test_identity_matches_readme_reference() -> None:
 
 
 def test_deep_photo_style_transfer_outputs_match_readme_reference() -> None:
-    means = _mean_metrics(lambda n, c: Image.open(DPST / "dpst_output" / f"{n}.png"))
+    means = _mean_metrics(lambda n, c: Image.open(dpst_output(n)))
     _assert_matches_readme(means, (0.756, 3.55, 0.067))
 
 
