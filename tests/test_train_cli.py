@@ -24,7 +24,8 @@ from pipeline.cli import main
 from pipeline.published import load_style
 from pipeline.storage import filesystem
 from pipeline.training_jobs import Row, TrainJob, fetch_weights
-from tests.photos import HED_VGG16, HED_VGG16_SHA256, content, open_rgb, style
+from tests.conftest import WeightsFile
+from tests.photos import content, open_rgb, style
 
 FAST = ["--preset", "lite", "--iterations", "2", "--crop", "32", "--loss-net", "random"]
 RESULT_KEYS = ["name", "status", "error", "base", "styles", "seconds"]
@@ -216,7 +217,12 @@ def test_bad_input_is_one_line_before_any_work(
 
 
 def test_every_row_failing_on_the_loss_network_says_so(
-    ray_session: None, tmp_path: Path, local_store: str, photos: dict[str, str], caplog: pytest.LogCaptureFixture
+    ray_session: None,
+    tmp_path: Path,
+    local_store: str,
+    photos: dict[str, str],
+    vgg16_weights: WeightsFile,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     pairs = write_pairs(
         str(tmp_path / "pairs.parquet"),
@@ -224,27 +230,27 @@ def test_every_row_failing_on_the_loss_network_says_so(
     )
     # VGG16 weights for a VGG19: no row can build its loss network.
     args = ["--pairs", pairs, "--store", local_store, "--iterations", "2", "--crop", "32", "--loss-net", "vgg19"]
-    out = train(*args, "--vgg-weights", str(HED_VGG16), "--json")
+    out = train(*args, "--vgg-weights", str(vgg16_weights.path), "--json")
     assert out.exit_code == 1
     rows = results(out).values()
-    assert all(r["status"] == "error" and f"weights {str(HED_VGG16)!r} do not fit vgg19" in r["error"] for r in rows)
+    assert all(r["status"] == "error" and f"weights {str(vgg16_weights.path)!r} do not fit vgg19" in r["error"] for r in rows)
     assert any(r.getMessage().startswith("every row failed: the loss network's weights") for r in caplog.records)
     assert not Path(local_store).exists()
 
 
 def test_s3_store_photos_manifest_and_loss_network_weights(
-    ray_session: None, s3_endpoint: str, s3_store: str, photos: dict[str, str]
+    ray_session: None, s3_endpoint: str, s3_store: str, photos: dict[str, str], vgg16_weights: WeightsFile
 ) -> None:
     bucket = s3_store.removeprefix("s3://").split("/")[0]
     s3 = boto3.client("s3", endpoint_url=s3_endpoint)
     for key in ("content1", "style1"):
         s3.upload_file(photos[key], bucket, f"photos/{key}.png")
-    s3.upload_file(str(HED_VGG16), bucket, "weights/vgg16-hed-bsds500.safetensors")
+    s3.upload_file(str(vgg16_weights.path), bucket, "weights/vgg16.safetensors")
     pairs = write_pairs(
         f"s3://{bucket}/pairs.parquet",
         [(f"s3://{bucket}/photos/content1.png", f"s3://{bucket}/photos/style1.png", "harbour")],
     )
-    weights_uri = f"s3://{bucket}/weights/vgg16-hed-bsds500.safetensors"
+    weights_uri = f"s3://{bucket}/weights/vgg16.safetensors"
     # The workers' environment is this process's, so is their weights cache: remove what the
     # test fetches into it.
     cache = training_jobs._cache_dir()
@@ -255,17 +261,17 @@ def test_s3_store_photos_manifest_and_loss_network_weights(
         assert out.exit_code == 0, out.output
         assert results(out)["harbour"]["status"] == "ok"
         fetched = [f for d in set(cache.iterdir()) - cached_before for f in d.iterdir()]
-        assert [f.name for f in fetched] == ["vgg16-hed-bsds500.safetensors"] and sha256(fetched[0]) == HED_VGG16_SHA256
+        assert [f.name for f in fetched] == ["vgg16.safetensors"] and sha256(fetched[0]) == vgg16_weights.sha256
     finally:
         for directory in set(cache.iterdir()) - cached_before if cache.exists() else ():
             shutil.rmtree(directory)
     meta = load_style(Catalog(s3_store), "harbour").meta
     assert meta["loss_network"] == {
         "arch": "vgg16",
-        "weights": "file:vgg16-hed-bsds500.safetensors",
-        "sha256": HED_VGG16_SHA256,
+        "weights": "file:vgg16.safetensors",
+        "sha256": vgg16_weights.sha256,
     }
-    assert meta["settings"]["loss_weights"] == {"uri": weights_uri, "sha256": HED_VGG16_SHA256}
+    assert meta["settings"]["loss_weights"] == {"uri": weights_uri, "sha256": vgg16_weights.sha256}
     assert meta["content"]["uri"] == f"s3://{bucket}/photos/content1.png"
 
 
