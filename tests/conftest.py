@@ -70,7 +70,9 @@ def ray_session(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> I
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        # "local": a Ray of its own, never a cluster another process on this machine started
+        # (ray.init() would join the newest one it finds, e.g. a multi-node test's).
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
         yield
         ray.shutdown()
 
