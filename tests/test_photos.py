@@ -12,6 +12,7 @@ from tests.photos import PAIRS, content, dataset, style
 def test_every_pair_is_two_bundled_photos_of_different_looks() -> None:
     for n in PAIRS:
         assert content(n).is_file() and style(n).is_file() and content(n) != style(n)
+    assert len({content(1), style(1), content(2), style(2)}) == 4
 
 
 def test_an_unset_dataset_skips_naming_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
