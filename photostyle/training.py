@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,11 +44,15 @@ from photostyle.model import Base, Style, build_net, identity_style, split_net, 
 from photostyle.network import StyleNet
 from photostyle.presets import PRESETS, get_preset
 
-__all__ = ["TrainConfig", "TrainReport", "StylePair", "train_pair", "train_style", "STYLE", "REVERSE"]
+__all__ = ["Progress", "TrainConfig", "TrainReport", "StylePair", "train_pair", "train_style", "STYLE", "REVERSE"]
 
 log = logging.getLogger(__name__)
 
 STYLE, REVERSE = 0, 1  # slots: the style photo's look (->s) and the content photo's look (->c)
+
+# Called after every iteration with (iterations done, iterations in all), so a caller can show
+# progress; it must be cheap (throttle on the caller's side) and must not raise.
+Progress = Callable[[int, int], None]
 
 # Per-preset schedule defaults (see README, "Numbers: paper or ours"), and the colour term's weight
 # each was tuned with: a colour table cannot place colours by position, so it needs a firmer push.
@@ -133,15 +138,24 @@ class StylePair:
     report: TrainReport
 
 
-def train_pair(content: Image.Image, style: Image.Image, config: TrainConfig | None = None) -> StylePair:
+def train_pair(
+    content: Image.Image, style: Image.Image, config: TrainConfig | None = None, *, progress: Progress | None = None
+) -> StylePair:
     """Train a fresh base and both styles from two photos."""
     cfg = (config or TrainConfig()).resolved()
     torch.manual_seed(cfg.seed)
     net = StyleNet(get_preset(cfg.preset), num_styles=2)
-    return _train(net, content, style, cfg, trainable=list(net.parameters()), style_only=False)
+    return _train(net, content, style, cfg, trainable=list(net.parameters()), style_only=False, progress=progress)
 
 
-def train_style(base: Base, content: Image.Image, style: Image.Image, config: TrainConfig | None = None) -> StylePair:
+def train_style(
+    base: Base,
+    content: Image.Image,
+    style: Image.Image,
+    config: TrainConfig | None = None,
+    *,
+    progress: Progress | None = None,
+) -> StylePair:
     """Learn two new styles on a frozen ``base``: only norm (gamma, beta) parameters are trained.
 
     The returned pair carries ``base`` itself; its tensors are never modified.
@@ -157,7 +171,7 @@ def train_style(base: Base, content: Image.Image, style: Image.Image, config: Tr
         p.requires_grad_(False)
     for p in norms:
         p.requires_grad_(True)
-    pair = _train(net, content, style, cfg, trainable=norms, style_only=True)
+    pair = _train(net, content, style, cfg, trainable=norms, style_only=True, progress=progress)
     return dataclasses.replace(pair, base=base)
 
 
@@ -214,6 +228,7 @@ def _train(
     *,
     trainable: list[torch.nn.Parameter],
     style_only: bool,
+    progress: Progress | None,
 ) -> StylePair:
     dev = devices.resolve_device(cfg.device)
     fmt = devices.memory_format(dev, training=True)
@@ -280,6 +295,8 @@ def _train(
             row = {"iteration": float(it), "total": total.item(), **{k: v.item() for k, v in weighted.items()}}
             history.append(row)
             log.debug("iteration %d: %s", it, row)
+        if progress is not None:
+            progress(it, cfg.iterations)  # type: ignore[arg-type]
     seconds = time.perf_counter() - start
     net = net.to("cpu", memory_format=torch.contiguous_format).eval()
     base, (style_look, content_look) = split_net(net)

@@ -35,6 +35,7 @@ from photostyle.weights import WeightsError
 from pipeline.catalog import Catalog, CatalogError, StyleNotFound, StyleRef
 from pipeline.manifests import STATUS_ERROR, STATUS_OK, ManifestError, read_pairs
 from pipeline.names import InvalidName, validate_name
+from pipeline.progress import ProgressView, RowProgress, RowReporter, start_board
 from pipeline.published import REVERSE_SUFFIX, load_base, publish_pair
 from pipeline.ray_runtime import cluster_has_gpus, ensure_ray
 from pipeline.storage import BACKEND_ERRORS, ObjectNotFound, StorageError, filesystem, read_bytes, uri_of
@@ -63,6 +64,7 @@ STATUS_SKIPPED = "skipped"
 _RANDOM_ARCH = "vgg19"
 # A lost worker (node died, OOM-killed) is retried this many times; Python errors never are.
 _MAX_RETRIES = 3
+_POLL_S = 1.0  # the driver redraws progress this often while rows train
 
 
 class SettingsError(ValueError):
@@ -210,8 +212,9 @@ def _absolute(uri: str) -> str:
 
 # ---- driver: launch and collect ------------------------------------------------------------
 def run_rows(rows: list[Row], job: TrainJob, *, gpus_per_task: float | None = None) -> list[RowResult]:
-    """Train every row as its own Ray task (joining or starting Ray), logging a progress line as
-    each finishes; results in row order. ``gpus_per_task`` None: 1 if the cluster has GPUs, else 0."""
+    """Train every row as its own Ray task (joining or starting Ray), showing each row's iterations
+    while it trains and logging a line as each finishes; results in row order. ``gpus_per_task``
+    None: 1 if the cluster has GPUs, else 0."""
     ensure_ray()
     num_gpus = gpus_per_task if gpus_per_task is not None else (1.0 if cluster_has_gpus() else 0.0)
     _warn_if_unschedulable(job.cpus_per_task, num_gpus)
@@ -225,24 +228,45 @@ def run_rows(rows: list[Row], job: TrainJob, *, gpus_per_task: float | None = No
         job.store,
     )
     started = time.perf_counter()
-    row_of = {task.remote(row, job): row for row in rows}
+    board = start_board()
+    row_of = {task.remote(row, job, board): row for row in rows}
     results: dict[str, RowResult] = {}
     waiting = list(row_of)
-    while waiting:
-        ready, waiting = ray.wait(waiting, num_returns=1)
-        for ref in ready:
-            row = row_of[ref]
-            try:
-                result = ray.get(ref)
-            except RayError as exc:  # the task died (retries exhausted), was cancelled, ...
-                log.debug("row %s: task failed", row.name, exc_info=True)
-                cause = type(exc).__name__
-                error = f"{cause}: {_first_line(exc)}"
-                result = RowResult(row.name, STATUS_ERROR, time.perf_counter() - started, error=error, cause=cause)
-            results[row.name] = result
-            detail = f": {result.error}" if result.error else ""
-            log.info("[%d/%d] %s %s %.1f s%s", len(results), len(rows), row.name, result.status, result.seconds, detail)
+    view = ProgressView()
+    try:
+        while waiting:
+            ready, waiting = ray.wait(waiting, num_returns=1, timeout=_POLL_S)
+            _collect(ready, row_of, results, started, len(rows))
+            view.show(_snapshot(board), set(results))
+    finally:
+        view.close()
+        ray.kill(board)
     return [results[row.name] for row in rows]
+
+
+def _collect(ready: list[Any], row_of: dict[Any, Row], results: dict[str, RowResult], started: float, total: int) -> None:
+    """Record and log the results of finished tasks."""
+    for ref in ready:
+        row = row_of[ref]
+        try:
+            result = ray.get(ref)
+        except RayError as exc:  # the task died (retries exhausted), was cancelled, ...
+            log.debug("row %s: task failed", row.name, exc_info=True)
+            cause = type(exc).__name__
+            error = f"{cause}: {_first_line(exc)}"
+            result = RowResult(row.name, STATUS_ERROR, time.perf_counter() - started, error=error, cause=cause)
+        results[row.name] = result
+        detail = f": {result.error}" if result.error else ""
+        log.info("[%d/%d] %s %s %.1f s%s", len(results), total, row.name, result.status, result.seconds, detail)
+
+
+def _snapshot(board: Any) -> dict[str, RowProgress]:
+    """The board's latest reports; none when it does not answer in time (progress is best effort)."""
+    try:
+        return ray.get(board.snapshot.remote(), timeout=_POLL_S)
+    except (RayError, TimeoutError):
+        log.debug("progress board did not answer", exc_info=True)
+        return {}
 
 
 def _warn_if_unschedulable(num_cpus: float, num_gpus: float) -> None:
@@ -266,9 +290,10 @@ def _first_line(exc: BaseException) -> str:
 
 
 # ---- task: one row -------------------------------------------------------------------------
-def train_row(row: Row, job: TrainJob) -> RowResult:
+def train_row(row: Row, job: TrainJob, board: Any = None) -> RowResult:
     """Read, hash, (maybe skip,) decode, train and publish one row; every error becomes the
-    row's result. Publishing is the last step, so a row that fails publishes nothing."""
+    row's result. Publishing is the last step, so a row that fails publishes nothing. Iterations
+    are reported to ``board`` (a :class:`~pipeline.progress.ProgressBoard`) when one is given."""
     start = time.perf_counter()
     torch.set_num_threads(max(1, int(job.cpus_per_task)))  # 2 tasks on 2 cores, not 2x2 threads
     try:
@@ -290,10 +315,11 @@ def train_row(row: Row, job: TrainJob) -> RowResult:
         content = decode(content_bytes, name=row.content).image
         style = decode(style_bytes, name=row.style).image
         config = job.train_config(loss_weights)
+        progress = RowReporter(board, row.name) if board is not None else None
         if job.mode == "pair":
-            pair = train_pair(content, style, config)
+            pair = train_pair(content, style, config, progress=progress)
         else:
-            pair = train_style(load_base(catalog, job.base), content, style, config)
+            pair = train_style(load_base(catalog, job.base), content, style, config, progress=progress)
         base_id, refs = publish_pair(catalog, row.name, pair, provenance)
         return RowResult(row.name, STATUS_OK, time.perf_counter() - start, base=base_id, styles=tuple(refs))
     except Exception as exc:  # noqa: BLE001 -- a row's failure is its result, whatever it is

@@ -310,7 +310,7 @@ def test_a_lost_worker_is_retried_then_becomes_its_rows_error(
 ) -> None:
     attempts = tmp_path / "attempts"
 
-    def crash(row: Row, job: TrainJob) -> None:  # a local function: Ray ships it by value
+    def crash(row: Row, job: TrainJob, board: object) -> None:  # a local function: Ray ships it by value
         with attempts.open("a") as f:
             f.write(row.name)
         os._exit(1)

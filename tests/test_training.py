@@ -79,3 +79,13 @@ def test_losses_fall_on_a_real_pair_with_the_trained_vgg16(hed_pair):
     last = sum(h["total"] for h in history[-2:]) / 2
     assert last < 0.7 * first, [round(h["total"], 3) for h in history]
     assert history[-1]["style"] < history[0]["style"]
+
+
+def test_progress_is_called_once_per_iteration_and_leaves_the_result_alone(photos, pair):
+    calls: list[tuple[int, int]] = []
+    reported = train_pair(*photos, PLUMBING, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(1, 3), (2, 3), (3, 3)]
+    assert all(torch.equal(pair.base.tensors[k], reported.base.tensors[k]) for k in pair.base.tensors)
+    calls.clear()
+    train_style(pair.base, *photos, PLUMBING, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(1, 3), (2, 3), (3, 3)]
