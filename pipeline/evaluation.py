@@ -6,6 +6,11 @@ histogram matching and the manifest's optional ``reference`` image with the metr
 :mod:`pipeline.quality`, and returns small thumbnails for the contact sheet. So what is judged
 is exactly what production would write, and a cluster scores a large set in parallel.
 
+With ``cross``, each style is also applied to every other pair's content photo, the product's
+real job: a style is used on a collection, not on the photo it was trained on. Each of those
+results is scored against the style's own style photo, beside Reinhard and histogram matching
+given the same style photo and the same content photo.
+
 Results are written losslessly (PNG), as the baselines are kept in memory, so that no column is
 judged through JPEG artefacts. Every step resumes: ``train`` skips rows already trained the same
 way and ``apply`` inputs already done for that style version, so rerunning an evaluation only
@@ -45,12 +50,16 @@ from pipeline.storage import filesystem, join, read_bytes, uri_of, write_atomic
 from pipeline.training_jobs import Row, TrainJob, load_rows, run_rows
 
 __all__ = [
+    "CROSS_SHEET",
     "REFERENCE_COLUMN",
     "REPORT_FILES",
+    "Application",
     "EvalError",
     "EvalPair",
     "PairScores",
+    "build_cross_report",
     "build_report",
+    "cross_applications",
     "format_scores",
     "load_pairs",
     "markdown_table",
@@ -58,6 +67,7 @@ __all__ = [
     "score_pair",
     "score_pairs",
     "stylise",
+    "stylise_cross",
     "train_styles",
     "write_report",
 ]
@@ -66,7 +76,9 @@ log = logging.getLogger(__name__)
 
 REFERENCE_COLUMN = "reference"  # optional pairs-manifest column: a published result to compare with
 OUTPUTS_DIR = "outputs"
+CROSS_DIR = "cross"  # under OUTPUTS_DIR: one folder per style applied to the other pairs' photos
 REPORT_FILES = ("report.json", "report.md", "sheet.png")
+CROSS_SHEET = "cross-sheet.png"  # written as well with cross applications
 SHEET_CELL_HEIGHT = 256
 # How each metric is printed in tables and captions (the README's precision).
 _DIGITS = {"structure": 3, "style_swd": 2, "affine_res": 3}
@@ -89,6 +101,23 @@ class EvalPair:
     def row(self) -> Row:
         """The row as ``train`` takes it."""
         return Row(self.name, self.content, self.style)
+
+
+@dataclass(frozen=True)
+class Application:
+    """One style applied to another pair's content photo."""
+
+    style_pair: EvalPair  # whose style (and style photo) is applied
+    photo_pair: EvalPair  # whose content photo it is applied to
+
+    @property
+    def name(self) -> str:
+        return f"{self.style_pair.name} on {self.photo_pair.name}"
+
+    @property
+    def as_pair(self) -> EvalPair:
+        """The application as a pair to score: that photo as content, the style's own style photo."""
+        return EvalPair(self.name, self.photo_pair.content, self.style_pair.style)
 
 
 @dataclass(frozen=True)
@@ -172,6 +201,36 @@ def stylise(
             result = run_apply(plan_apply(load_style(catalog, ref.spec), inputs, output, options), options)
             log.info("%s: %s stylised (%d new, %d already done)", pair.name, ref.spec, result.processed, result.skipped)
             outputs[pair.name] = _result_of(output, pair.content, ref)
+    return outputs
+
+
+def cross_applications(pairs: Sequence[EvalPair]) -> list[Application]:
+    """Every pair's style on every other pair's content photo (a photo it was not trained on),
+    in pair order."""
+    return [Application(p, q) for p in pairs for q in pairs if q.content != p.content]
+
+
+def stylise_cross(
+    catalog: Catalog, applications: Sequence[Application], refs: Mapping[str, StyleRef], out_uri: str
+) -> dict[str, str]:
+    """Run ``apply`` once per style over the content photos it is applied to, into
+    ``<out>/outputs/cross/<style pair>/``; each application's result URI, by application name."""
+    options = ApplyOptions(format="png", batch_size=1, concurrency=1)
+    by_style: dict[str, list[Application]] = {}
+    for application in applications:
+        by_style.setdefault(application.style_pair.name, []).append(application)
+    outputs = {}
+    with tempfile.TemporaryDirectory(prefix="pst-eval-") as tmp:
+        for name, group in by_style.items():
+            ref = refs[name]
+            output = join(out_uri, OUTPUTS_DIR, CROSS_DIR, name)
+            inputs = str(Path(tmp) / f"{name}.parquet")
+            photos = list(dict.fromkeys(a.photo_pair.content for a in group))
+            pq.write_table(pa.table({URI_COLUMN: photos}), inputs)
+            result = run_apply(plan_apply(load_style(catalog, ref.spec), inputs, output, options), options)
+            log.info("%s: %s on %d other photo(s) (%d new, %d already done)", name, ref.spec, len(photos), result.processed, result.skipped)
+            for application in group:
+                outputs[application.name] = _result_of(output, application.photo_pair.content, ref)
     return outputs
 
 
@@ -283,8 +342,21 @@ def build_report(scored: Sequence[PairScores]) -> dict[str, Any]:
     }
 
 
+def build_cross_report(scored: Sequence[PairScores]) -> dict[str, Any]:
+    """The cross applications' part of the JSON report: per application, then the means."""
+    return {
+        "applications": [
+            {"name": s.name, "style": s.style, "photos": s.photos, "output": s.output, "metrics": s.ours, "baselines": s.baselines}
+            for s in scored
+        ],
+        "mean": _mean([s.ours for s in scored]),
+        "baselines": {key: _mean([s.baselines[key] for s in scored]) for key in BASELINES},
+    }
+
+
 def markdown_table(report: Mapping[str, Any]) -> str:
-    """One row per pair and a mean row; each cell is ``structure / style_swd / affine_res``."""
+    """One row per pair and a mean row; each cell is ``structure / style_swd / affine_res``.
+    With cross applications, a second table of those."""
     columns = ["ours", *BASELINES, "reference"]
     lines = [
         f"# Evaluation of {len(report['pairs'])} pair(s)",
@@ -307,12 +379,35 @@ def markdown_table(report: Mapping[str, Any]) -> str:
         reference += f" ({report['reference_pairs']} of {len(report['pairs'])} pairs)"
     means = [cell(report["mean"]), *(cell(report["baselines"][key]) for key in BASELINES), reference]
     lines.append("| **mean** | | " + " | ".join(means) + " |")
+    if "cross" in report:
+        lines += _cross_table(report["cross"], cell)
     return "\n".join(lines) + "\n"
 
 
-def write_report(out_uri: str, report: Mapping[str, Any], scored: Sequence[PairScores]) -> list[str]:
-    """Write :data:`REPORT_FILES` (JSON report, Markdown table, contact sheet) under
-    ``out_uri``, each whole; returns their URIs."""
+def _cross_table(cross: Mapping[str, Any], cell: Any) -> list[str]:
+    lines = [
+        "",
+        f"## Each style on the other pairs' photos ({len(cross['applications'])} applications)",
+        "",
+        "Scored against the style's own style photo; the baselines get the same style photo.",
+        "",
+        "| style on photo | style | ours | " + " | ".join(BASELINES) + " |",
+        "|" + "---|" * (len(BASELINES) + 3),
+    ]
+    for application in cross["applications"]:
+        values = [application["metrics"], *(application["baselines"][key] for key in BASELINES)]
+        lines.append(f"| {application['name']} | {application['style']} | " + " | ".join(map(cell, values)) + " |")
+    means = [cell(cross["mean"]), *(cell(cross["baselines"][key]) for key in BASELINES)]
+    lines.append("| **mean** | | " + " | ".join(means) + " |")
+    return lines
+
+
+def write_report(
+    out_uri: str, report: Mapping[str, Any], scored: Sequence[PairScores], cross: Sequence[PairScores] = ()
+) -> list[str]:
+    """Write :data:`REPORT_FILES` (JSON report, Markdown table, contact sheet), and
+    :data:`CROSS_SHEET` when there are cross applications, under ``out_uri``, each whole;
+    returns their URIs."""
     fs, root = filesystem(out_uri)
     sheet = contact_sheet.render([s.cells for s in scored], cell_height=SHEET_CELL_HEIGHT)
     contents = {
@@ -320,8 +415,10 @@ def write_report(out_uri: str, report: Mapping[str, Any], scored: Sequence[PairS
         "report.md": markdown_table(report).encode(),
         "sheet.png": encode(sheet, format="png"),
     }
+    if cross:
+        contents[CROSS_SHEET] = encode(contact_sheet.render([s.cells for s in cross], cell_height=SHEET_CELL_HEIGHT), format="png")
     written = []
-    for name in REPORT_FILES:
+    for name in contents:
         path = join(root, name)
         write_atomic(fs, path, contents[name])
         written.append(uri_of(fs, path))

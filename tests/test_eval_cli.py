@@ -237,3 +237,43 @@ def test_results_and_report_on_s3(
     keys = {o["Key"] for o in boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(Bucket=bucket)["Contents"]}
     assert {"eval/report.json", "eval/report.md", "eval/sheet.png"} <= keys
     assert json.loads(read_bytes(f"{out}/report.json")) == report
+
+
+@pytest.fixture(scope="module")
+def cross_evaluated(evaluated: dict[str, Any], pairs: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = str(tmp_path_factory.mktemp("eval-cross") / "out")
+    result = evaluate("--pairs", pairs, "--store", evaluated["store"], "--out", out, "--no-train", "--cross", "--json")
+    assert result.exit_code == 0, result.output
+    return {"out": out, "report": json.loads(result.stdout)}
+
+
+def test_cross_applies_each_style_to_the_other_pairs_photos_scored_against_its_own_style_photo(
+    cross_evaluated: dict[str, Any], evaluated: dict[str, Any], photos: dict[str, str]
+) -> None:
+    report = cross_evaluated["report"]
+    assert list(report) == [*REPORT_KEYS, "cross"] and report["pairs"] == [
+        {**p, "output": p["output"].replace(evaluated["out"], cross_evaluated["out"])} for p in evaluated["report"]["pairs"]
+    ]
+    cross = report["cross"]
+    assert [(a["name"], a["style"]) for a in cross["applications"]] == [("harbour on dusk", "harbour@v1"), ("dusk on harbour", "dusk@v1")]
+    harbour_on_dusk, dusk_on_harbour = cross["applications"]
+    assert harbour_on_dusk["photos"] == {"content": photos["content2"], "style": photos["style1"], "reference": None}
+    assert dusk_on_harbour["photos"] == {"content": photos["content1"], "style": photos["style2"], "reference": None}
+    for application in cross["applications"]:
+        assert application["output"].startswith(f"{cross_evaluated['out']}/outputs/cross/{application['style'].split('@')[0]}/")
+        c, s = (Image.open(application["photos"][kind]) for kind in ("content", "style"))
+        assert application["metrics"] == pytest.approx(metrics(c, s, image(application["output"])), rel=1e-9)
+        assert application["baselines"]["reinhard"] == pytest.approx(metrics(c, s, reinhard(c, s)), rel=1e-9)
+    for key in METRICS:
+        assert cross["mean"][key] == pytest.approx(np.mean([a["metrics"][key] for a in cross["applications"]]))
+    # The style was applied, not the identity: the result differs from the photo it was given.
+    assert np.abs(np.asarray(image(harbour_on_dusk["output"]), float) - np.asarray(Image.open(photos["content2"]).convert("RGB"), float)).mean() > 1
+
+
+def test_cross_report_has_its_table_and_its_sheet(cross_evaluated: dict[str, Any]) -> None:
+    out = Path(cross_evaluated["out"])
+    table = (out / "report.md").read_text()
+    assert "## Each style on the other pairs' photos (2 applications)" in table
+    assert "| harbour on dusk | harbour@v1 | " in table and "| dusk on harbour | dusk@v1 | " in table
+    sheet = Image.open(out / "cross-sheet.png")
+    assert 2 * 256 < sheet.height < 2 * 256 + 200

@@ -16,12 +16,15 @@ from pipeline.commands.errors import reported
 from pipeline.commands.options import TRAIN_SETTINGS, store_option, train_options
 from pipeline.evaluation import (
     EvalError,
+    build_cross_report,
     build_report,
+    cross_applications,
     load_pairs,
     markdown_table,
     published_styles,
     score_pairs,
     stylise,
+    stylise_cross,
     train_styles,
     write_report,
 )
@@ -53,6 +56,12 @@ __all__ = ["eval_command"]
     is_flag=True,
     help="Evaluate the latest published version of each pair's style instead of training it.",
 )
+@click.option(
+    "--cross",
+    is_flag=True,
+    help="Also apply each style to every other pair's content photo and score it against its own style photo "
+    "(report.json 'cross', a second table, cross-sheet.png).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report on stdout.")
 @click.pass_context
 def eval_command(
@@ -61,6 +70,7 @@ def eval_command(
     store: str | None,
     out_uri: str,
     no_train: bool,
+    cross: bool,
     as_json: bool,
     **settings: Any,
 ) -> None:
@@ -73,6 +83,10 @@ def eval_command(
       structure   local patterns of the content kept, 1 is best
       style_swd   colour distance to the style photo (CIE Lab), 0 is best
       affine_res  share of the result that is no local recolouring of the content, 0 is best
+
+    With --cross, each style is also applied to every other pair's content photo (photos it
+    never saw, as in production) and scored against its own style photo, beside the baselines
+    given that style photo. Choose settings on one split of pairs and confirm on another.
 
     Exit status 1 if any pair cannot be trained, stylised or scored: means over different sets
     of pairs do not compare. Rerunning resumes: trained styles and results are reused."""
@@ -91,11 +105,19 @@ def eval_command(
                 refs = train_styles(pairs, _train_job(uri, settings), gpus_per_task=settings["gpus_per_task"])
             outputs = stylise(catalog, pairs, refs, out_uri)
             scored = score_pairs(pairs, refs, outputs)
+            cross_scored = []
+            if cross:
+                applications = cross_applications(pairs)
+                cross_outputs = stylise_cross(catalog, applications, refs, out_uri)
+                cross_refs = {a.name: refs[a.style_pair.name] for a in applications}
+                cross_scored = score_pairs([a.as_pair for a in applications], cross_refs, cross_outputs)
         except (EvalError, PlanError, JobFailed) as exc:
             raise click.ClickException(str(exc)) from exc
     report = build_report(scored)
+    if cross:
+        report["cross"] = build_cross_report(cross_scored)
     with reported(out_uri):
-        written = write_report(out_uri, report, scored)
+        written = write_report(out_uri, report, scored, cross_scored)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
