@@ -7,23 +7,33 @@ frozen base, and stylise photos of any size. It knows nothing of Ray, object sto
     >>> from photostyle import TrainConfig, train_pair, stylize
     >>> pair = train_pair(content_photo, style_photo, TrainConfig(preset="lite"))
     >>> result = stylize(pair.base, pair.style, another_photo)
+    >>> pair.report.recipe  # everything that made the style: the one description of it
+
+A :class:`Recipe` is resolved once from a :class:`TrainConfig` (:meth:`TrainConfig.resolve`);
+``train_pair`` and ``train_style`` take either.
 """
 
 from photostyle.losses import LossConfig, default_loss_config
-from photostyle.lossnet import LossNetUnavailable, LossNetwork, load_loss_network
+from photostyle.lossnet import LossNetIdentity, LossNetUnavailable, LossNetwork, load_loss_network
 from photostyle.model import Base, Style, build_net, split_net
 from photostyle.network import StyleNet
-from photostyle.presets import PRESETS, NetConfig, get_preset
+from photostyle.presets import PRESETS, NetConfig, Preset, Schedule, get_preset, preset_of
+from photostyle.recipe import ALGORITHM_VERSION, Recipe, TrainConfig
 from photostyle.stylize import Stylizer, stylize
-from photostyle.training import StylePair, TrainConfig, TrainReport, train_pair, train_style
+from photostyle.training import StylePair, TrainReport, train_pair, train_style
 
 __all__ = [
+    "ALGORITHM_VERSION",
     "Base",
     "LossConfig",
+    "LossNetIdentity",
     "LossNetUnavailable",
     "LossNetwork",
     "NetConfig",
     "PRESETS",
+    "Preset",
+    "Recipe",
+    "Schedule",
     "Style",
     "StyleNet",
     "StylePair",
@@ -34,6 +44,7 @@ __all__ = [
     "default_loss_config",
     "get_preset",
     "load_loss_network",
+    "preset_of",
     "split_net",
     "stylize",
     "train_pair",

@@ -46,7 +46,7 @@ _LAYERS = {
 
 @dataclass(frozen=True)
 class LossConfig:
-    """Which VGG layers the losses use and how much each loss weighs."""
+    """Which VGG layers the losses use, how much each loss weighs, and how the colour term slices."""
 
     content_layers: tuple[str, ...]
     style_layers: tuple[str, ...]
@@ -55,6 +55,7 @@ class LossConfig:
     colour_weight: float = 10.0
     cycle_weight: float = 10.0
     self_weight: float = 10.0
+    colour_directions: int = 64  # Lab directions the colour term's sliced Wasserstein distance uses
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -97,7 +98,7 @@ def style_loss(output: Mapping[str, torch.Tensor], target_grams: Mapping[str, to
     ) / len(layers)
 
 
-def colour_directions(count: int = 64) -> torch.Tensor:
+def colour_directions(count: int) -> torch.Tensor:
     """``count`` fixed unit directions in Lab space, ``(3, count)``."""
     return fibonacci_directions(count)
 

@@ -8,6 +8,9 @@ VGG19 is the paper's loss network, VGG16 the one of Johnson et al.'s perceptual 
   or torchvision's ``.pth`` (read with ``weights_only=True``; never unpickled otherwise).
 * ``"random"`` -- a seeded random network for fast plumbing tests only. Never a silent fallback:
   it is used only when asked for by name, and :attr:`LossNetwork.identity` says so.
+
+:class:`LossNetIdentity` is what a recipe records of the loss network: its architecture and which
+weights (by digest for a file, so a moved or renamed file is the same network).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import torch
 from torch import nn
 from torchvision import models
 
-__all__ = ["LossNetwork", "LossNetUnavailable", "load_loss_network", "ARCHES", "RANDOM"]
+__all__ = ["LossNetwork", "LossNetIdentity", "LossNetUnavailable", "load_loss_network", "loss_net_identity", "ARCHES", "RANDOM"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,23 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 class LossNetUnavailable(RuntimeError):
     """The requested loss-network weights cannot be had here."""
+
+
+@dataclass(frozen=True)
+class LossNetIdentity:
+    """Which loss network: an architecture and its weights, named so that the same weights
+    always get the same identity wherever they are stored."""
+
+    arch: str  # "vgg19" or "vgg16"
+    weights: str  # "torchvision:IMAGENET1K_V1", "file" (then sha256) or "random" (then seed)
+    sha256: str | None = None  # of the weights file
+    seed: int | None = None  # of the random weights
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHES:
+            raise ValueError(f"unknown loss network {self.arch!r}; choose one of {', '.join(ARCHES)}")
+        if (self.weights == "file") != (self.sha256 is not None) or (self.weights == RANDOM) != (self.seed is not None):
+            raise ValueError(f"loss network identity {self}: file weights need a sha256, random ones a seed, others neither")
 
 
 def _layer_names(features: nn.Sequential) -> list[str]:
@@ -55,12 +75,13 @@ def _layer_names(features: nn.Sequential) -> list[str]:
 class LossNetwork(nn.Module):
     """VGG features up to the deepest requested layer, frozen, ImageNet-normalised inputs."""
 
-    def __init__(self, features: nn.Sequential, arch: str, layers: Sequence[str], identity: Mapping[str, str]) -> None:
+    def __init__(self, features: nn.Sequential, layers: Sequence[str], identity: LossNetIdentity) -> None:
         super().__init__()
         names = _layer_names(features)
         unknown = [n for n in layers if n not in names]
         if unknown:
-            raise ValueError(f"{arch} has no layer(s) {unknown}; known: {', '.join(n for n in names if n.startswith('relu'))}")
+            known = ", ".join(n for n in names if n.startswith("relu"))
+            raise ValueError(f"{identity.arch} has no layer(s) {unknown}; known: {known}")
         wanted = set(layers)
         last = max(names.index(n) for n in layers)
         for layer in features:
@@ -69,8 +90,7 @@ class LossNetwork(nn.Module):
         self.features = features[: last + 1]
         self.names = names[: last + 1]
         self.wanted = wanted
-        self.arch = arch
-        self.identity = dict(identity)
+        self.identity = identity
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.requires_grad_(False)
@@ -94,11 +114,15 @@ _TORCHVISION_CFG = {"vgg19": "E", "vgg16": "D"}
 _IMAGENET = {"vgg19": models.VGG19_Weights.IMAGENET1K_V1, "vgg16": models.VGG16_Weights.IMAGENET1K_V1}
 
 
-def _features(arch: str) -> nn.Sequential:
-    """VGG's convolutional part only (no 100M-parameter classifier to build and throw away)."""
+def _features_config(arch: str) -> str:
     if arch not in ARCHES:
         raise ValueError(f"unknown loss network {arch!r}; choose one of {', '.join(ARCHES)}")
-    return models.vgg.make_layers(models.vgg.cfgs[_TORCHVISION_CFG[arch]], batch_norm=False)
+    return _TORCHVISION_CFG[arch]
+
+
+def _features(arch: str) -> nn.Sequential:
+    """VGG's convolutional part only (no 100M-parameter classifier to build and throw away)."""
+    return models.vgg.make_layers(models.vgg.cfgs[_features_config(arch)], batch_norm=False)
 
 
 def _load_features(features: nn.Sequential, state: Mapping[str, torch.Tensor], source: str, arch: str) -> None:
@@ -137,12 +161,42 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def load_loss_network(
-    arch: str = "vgg19", weights: str | Path | None = "imagenet", *, layers: Sequence[str]
-) -> LossNetwork:
-    """Build the frozen loss network ``arch`` with ``weights`` (see module doc) and ``layers``."""
-    features = _features(arch)
+def loss_net_identity(arch: str, weights: str | Path | None = "imagenet") -> LossNetIdentity:
+    """The identity of loss network ``arch`` with ``weights`` (see module doc), without building
+    it; a weights file is read to hash it."""
+    _features_config(arch)
     if weights is None or weights == "imagenet":
+        return LossNetIdentity(arch, f"torchvision:{_IMAGENET[arch].name}")
+    if weights == RANDOM:
+        return LossNetIdentity(arch, RANDOM, seed=_RANDOM_SEED)
+    path = Path(weights)
+    if not path.is_file():
+        raise LossNetUnavailable(f"loss-network weights {str(path)!r}: no such file")
+    return LossNetIdentity(arch, "file", sha256=_sha256(path))
+
+
+def load_loss_network(
+    arch: str = "vgg19",
+    weights: str | Path | None = "imagenet",
+    *,
+    layers: Sequence[str],
+    expected: LossNetIdentity | None = None,
+) -> LossNetwork:
+    """Build the frozen loss network ``arch`` with ``weights`` (see module doc) and ``layers``.
+    With ``expected`` (a recipe's), weights that are not those (a replaced file) are refused."""
+    identity = loss_net_identity(arch, weights)
+    if expected is not None and identity != expected:
+        raise LossNetUnavailable(f"loss-network weights {str(weights)!r} are {identity}, not the recipe's {expected}")
+    features = _features(arch)
+    if identity.weights == RANDOM:
+        log.warning("using a RANDOM-weight %s loss network: fine for plumbing tests, meaningless for quality", arch)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_RANDOM_SEED)
+            features = _features(arch)
+    elif identity.weights == "file":
+        path = Path(str(weights))
+        _load_features(features, _read_state_dict(path), str(path), arch)
+    else:
         imagenet = _IMAGENET[arch]
         try:
             state = imagenet.get_state_dict(progress=False)
@@ -154,15 +208,4 @@ def load_loss_network(
                 f"(or torchvision's .pth) in Python; weights='random' only for plumbing tests."
             ) from exc
         _load_features(features, state, imagenet.url, arch)
-        identity = {"arch": arch, "weights": f"torchvision:{imagenet.name}", "url": imagenet.url}
-    elif weights == RANDOM:
-        log.warning("using a RANDOM-weight %s loss network: fine for plumbing tests, meaningless for quality", arch)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_RANDOM_SEED)
-            features = _features(arch)
-        identity = {"arch": arch, "weights": RANDOM, "seed": str(_RANDOM_SEED)}
-    else:
-        path = Path(weights)
-        _load_features(features, _read_state_dict(path), str(path), arch)
-        identity = {"arch": arch, "weights": f"file:{path.name}", "sha256": _sha256(path)}
-    return LossNetwork(features, arch, layers, identity)
+    return LossNetwork(features, layers, identity)

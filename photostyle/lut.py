@@ -22,33 +22,39 @@ import torch
 from photostyle.colour import rgb_to_lab
 from photostyle.norm import WholePhotoStatistics
 
-__all__ = ["ColourLUT", "CHROMA_RANGE"]
+__all__ = ["ColourLUT"]
 
-CHROMA_RANGE = 0.8  # a and b (Lab / 100) are tabulated over [-0.8, 0.8]; beyond, the edge entries
-SPARSE_ENTRY_FLOOR = 0.4  # every entry also holds this share of an average entry's weight of the
-# whole photo's mean maps, so a colour only a few pixels have follows the photo's overall transform
 _CHUNK = 65536  # pixels per pass: each pass's temporaries stay in cache (3-4x faster at 1 MP on CPU)
 
 
 class ColourLUT(WholePhotoStatistics):
-    """Average ``(B, C, H, W)`` maps per colour of ``image`` over the whole photo."""
+    """Average ``(B, C, H, W)`` maps per colour of ``image`` over the whole photo.
 
-    def __init__(self, levels: tuple[int, int, int]) -> None:
+    ``chroma_range``: a and b (Lab / 100) are tabulated over [-range, range]; beyond, the edge
+    entries. ``entry_floor``: every entry also holds this share of an average entry's weight of
+    the whole photo's mean maps, so a colour only a few pixels have follows the photo's overall
+    transform. (Both are :class:`~photostyle.presets.NetConfig` fields.)
+    """
+
+    def __init__(self, levels: tuple[int, int, int], *, chroma_range: float, entry_floor: float) -> None:
         super().__init__()
         if len(levels) != 3 or min(levels) < 2:
             raise ValueError(f"a colour table needs at least 2 levels of L, a and b each, got {levels}")
+        if chroma_range <= 0 or entry_floor < 0:
+            raise ValueError(f"a colour table needs chroma_range > 0 and entry_floor >= 0, got {chroma_range}, {entry_floor}")
         self.levels = tuple(levels)
+        self.chroma_range, self.entry_floor = chroma_range, entry_floor
 
     def forward(self, maps: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         b, c, h, w = maps.shape
-        where = _table_coordinates(image).reshape(b, 3, h * w)
+        where = _table_coordinates(image, self.chroma_range).reshape(b, 3, h * w)
         weight = maps.new_ones(b, 1, h, w, dtype=torch.float32)  # carried as a last channel
         values = torch.cat([maps.float(), weight], dim=1).reshape(b, c + 1, h * w)
         chunks = [
             (_corners(where[..., start : start + _CHUNK], self.levels), values[..., start : start + _CHUNK])
             for start in range(0, h * w, _CHUNK)
         ]
-        (table,) = self._statistics(lambda: (_splat(chunks, self.levels),), maps.device)
+        (table,) = self._statistics(lambda: (_splat(chunks, self.levels, self.entry_floor),), maps.device)
         sliced = torch.cat([_slice(table, corners) for corners, _ in chunks], dim=2).view(b, c + 1, h, w)
         return (sliced[:, :c] / sliced[:, c:].clamp_min(1e-8)).to(maps.dtype)
 
@@ -56,10 +62,10 @@ class ColourLUT(WholePhotoStatistics):
 Corners = list[tuple[torch.Tensor, torch.Tensor]]  # (flat entry index, weight) per corner, each (B, N)
 
 
-def _table_coordinates(image: torch.Tensor) -> torch.Tensor:
+def _table_coordinates(image: torch.Tensor, chroma_range: float) -> torch.Tensor:
     """Each pixel's colour as (L, a, b) in [0, 1]: ``(B, 3, H, W)``, float32."""
     lab = rgb_to_lab(image)
-    chroma = lab[:, 1:] / (2 * CHROMA_RANGE) + 0.5
+    chroma = lab[:, 1:] / (2 * chroma_range) + 0.5
     return torch.cat([lab[:, :1], chroma], dim=1).clamp(0, 1)
 
 
@@ -81,7 +87,7 @@ def _corners(where: torch.Tensor, levels: tuple[int, ...]) -> Corners:
     return corners
 
 
-def _splat(chunks: list[tuple[Corners, torch.Tensor]], levels: tuple[int, ...]) -> torch.Tensor:
+def _splat(chunks: list[tuple[Corners, torch.Tensor]], levels: tuple[int, ...], entry_floor: float) -> torch.Tensor:
     """The table ``(B, C + 1, entries)`` from every chunk's (corners, values ``(B, C + 1, n)``):
     tent-weighted mean values per entry, the last channel (values' last, all ones) the weight."""
     b, c1, _ = chunks[0][1].shape
@@ -91,7 +97,7 @@ def _splat(chunks: list[tuple[Corners, torch.Tensor]], levels: tuple[int, ...]) 
         for flat, weight in corners:
             table = table.scatter_add(2, flat[:, None].expand(-1, c1, -1), values * weight[:, None])
     table = table / sum(values.shape[2] for _, values in chunks)
-    return table + SPARSE_ENTRY_FLOOR / entries * table.sum(dim=2, keepdim=True)
+    return table + entry_floor / entries * table.sum(dim=2, keepdim=True)
 
 
 def _slice(table: torch.Tensor, corners: Corners) -> torch.Tensor:

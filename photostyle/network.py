@@ -104,9 +104,9 @@ class AffineHead(nn.Module):
     Zero-initialised: a fresh network is the global transfer alone.
     """
 
-    def __init__(self, cin: int, kernel: int, num_styles: int, cell: int, bins: int = 1) -> None:
+    def __init__(self, cin: int, kernel: int, num_styles: int, *, cell: int, bins: int, level_floor: float) -> None:
         super().__init__()
-        self.cell, self.bins = cell, bins
+        self.cell, self.bins, self.level_floor = cell, bins, level_floor
         self.photo_norm = ConditionalInstanceNorm2d(3, num_styles)
         self.conv = ConvLayer(cin + 3, 12, kernel)
         nn.init.zeros_(self.conv.conv.weight)
@@ -125,7 +125,7 @@ class AffineHead(nn.Module):
         """The per-pixel maps, averaged over the pixels that must share them (here: a cell's)."""
         if self.cell == 1:
             return coeffs
-        return edge_aware_mean(coeffs, luma(image), cell=self.cell, bins=self.bins)
+        return edge_aware_mean(coeffs, luma(image), cell=self.cell, bins=self.bins, level_floor=self.level_floor)
 
 
 class LUTHead(AffineHead):
@@ -136,18 +136,17 @@ class LUTHead(AffineHead):
     of a flat sky. It has the affine head's parameters; only how the maps are shared differs.
     """
 
-    def __init__(self, cin: int, kernel: int, num_styles: int, levels: tuple[int, int, int]) -> None:
-        super().__init__(cin, kernel, num_styles, cell=1)
-        self.lut = ColourLUT(levels)
+    def __init__(
+        self, cin: int, kernel: int, num_styles: int, levels: tuple[int, int, int], *, chroma_range: float, entry_floor: float
+    ) -> None:
+        super().__init__(cin, kernel, num_styles, cell=1, bins=1, level_floor=0.0)
+        self.lut = ColourLUT(levels, chroma_range=chroma_range, entry_floor=entry_floor)
 
     def share(self, coeffs: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         return self.lut(coeffs, image)
 
 
-SPARSE_LEVEL_FLOOR = 0.05  # share of the whole cell every level also averages over
-
-
-def edge_aware_mean(maps: torch.Tensor, guide: torch.Tensor, *, cell: int, bins: int) -> torch.Tensor:
+def edge_aware_mean(maps: torch.Tensor, guide: torch.Tensor, *, cell: int, bins: int, level_floor: float) -> torch.Tensor:
     """Average ``maps`` over ``cell`` px cells among pixels of similar ``guide`` (a bilateral grid).
 
     Splat: each pixel adds its values to the two nearest of ``bins`` guide levels of its cell,
@@ -155,7 +154,7 @@ def edge_aware_mean(maps: torch.Tensor, guide: torch.Tensor, *, cell: int, bins:
     position and guide level (trilinear). Its result, normalised by the weight read the same way,
     is a smooth spatial average over pixels whose guide lies within about 2 / (bins - 1) of its
     own: across a strong brightness edge almost nothing is shared. Every level also holds
-    ``SPARSE_LEVEL_FLOOR`` of the whole cell's average, so a level only a few pixels fall in (a
+    ``level_floor`` of the whole cell's average, so a level only a few pixels fall in (a
     star, a catchlight) follows its surroundings instead of those pixels' own transforms.
     ``bins=1`` is plain cell averaging.
     In float32 whatever the autocast dtype: a cell sums up to ``cell``^2 pixels.
@@ -163,11 +162,11 @@ def edge_aware_mean(maps: torch.Tensor, guide: torch.Tensor, *, cell: int, bins:
     c = maps.shape[1]
     level = guide.float().clamp(0, 1) * (bins - 1)  # each pixel's fractional level
     values = torch.cat([maps.float(), torch.ones_like(level)], dim=1)  # the last channel carries weight
-    sliced = _slice(_splat(values, level, cell, bins), level, bins)
+    sliced = _slice(_splat(values, level, cell, bins, level_floor), level, bins)
     return (sliced[:, :c] / sliced[:, c:].clamp_min(1e-8)).to(maps.dtype)
 
 
-def _splat(values: torch.Tensor, level: torch.Tensor, cell: int, bins: int) -> torch.Tensor:
+def _splat(values: torch.Tensor, level: torch.Tensor, cell: int, bins: int, level_floor: float) -> torch.Tensor:
     """Per-cell, per-level averages ``(B, C, bins, cells high, cells wide)`` of tent-weighted values."""
     b, c, h, w = values.shape
     grid_h, grid_w = -(-h // cell), -(-w // cell)
@@ -182,7 +181,7 @@ def _splat(values: torch.Tensor, level: torch.Tensor, cell: int, bins: int) -> t
     grid = values.new_zeros(b, c, (bins + 1) * cells)  # a spare level keeps bins == 1 in range
     grid = grid.scatter_add(2, index, flat * (1 - upper_share)).scatter_add(2, index + cells, flat * upper_share)
     grid = grid.view(b, c, bins + 1, grid_h, grid_w)[:, :, :bins] / _pixels_per_cell(h, w, cell, values)
-    return grid + SPARSE_LEVEL_FLOOR * grid.sum(dim=2, keepdim=True)
+    return grid + level_floor * grid.sum(dim=2, keepdim=True)
 
 
 def _slice(grid: torch.Tensor, level: torch.Tensor, bins: int) -> torch.Tensor:
@@ -257,9 +256,13 @@ class StyleNet(nn.Module):
 def _build_head(config: NetConfig, cin: int, num_styles: int) -> nn.Module:
     k = config.outer_kernel
     if config.head == "lut":
-        return LUTHead(cin, k, num_styles, config.lut_levels)
+        return LUTHead(
+            cin, k, num_styles, config.lut_levels, chroma_range=config.lut_chroma_range, entry_floor=config.lut_entry_floor
+        )
     if config.head == "affine":
-        return AffineHead(cin, k, num_styles, config.affine_cell, config.affine_bins)
+        return AffineHead(
+            cin, k, num_styles, cell=config.affine_cell, bins=config.affine_bins, level_floor=config.affine_level_floor
+        )
     return RGBHead(cin, k)
 
 

@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
 
 import torch
 from PIL import Image
@@ -28,23 +28,21 @@ from PIL import Image
 from photostyle import device as devices
 from photostyle.imageio import to_tensor
 from photostyle.losses import (
-    LossConfig,
     colour_directions,
     colour_loss,
     content_loss,
     cycle_loss,
-    default_loss_config,
     gram,
     self_loss,
     sorted_projections,
     style_loss,
 )
-from photostyle.lossnet import LossNetwork, load_loss_network
+from photostyle.lossnet import RANDOM, LossNetwork, load_loss_network
 from photostyle.model import Base, Style, build_net, identity_style, split_net, style_parameter_names
 from photostyle.network import StyleNet
-from photostyle.presets import PRESETS, get_preset
+from photostyle.recipe import Recipe, TrainConfig
 
-__all__ = ["Progress", "TrainConfig", "TrainReport", "StylePair", "train_pair", "train_style", "STYLE", "REVERSE"]
+__all__ = ["Progress", "TrainReport", "StylePair", "train_pair", "train_style", "STYLE", "REVERSE"]
 
 log = logging.getLogger(__name__)
 
@@ -54,74 +52,18 @@ STYLE, REVERSE = 0, 1  # slots: the style photo's look (->s) and the content pho
 # progress; it must be cheap (throttle on the caller's side) and must not raise.
 Progress = Callable[[int, int], None]
 
-# Per-preset schedule defaults (see README, "Numbers: paper or ours"), and the colour term's weight
-# each was tuned with: a colour table cannot place colours by position, so it needs a firmer push.
-_LITE = {"iterations": 300, "crop": 128, "train_side": 384, "colour_side": 192}
-_SCHEDULE = {
-    "paper": {"iterations": 2000, "crop": 256, "train_side": 512, "colour_side": 256, "colour_weight": 10.0},
-    "lite": {**_LITE, "colour_weight": 30.0},
-    "lite-cells": {**_LITE, "colour_weight": 10.0},
-}
-_STYLE_ITERATION_FRACTION = 0.5  # the paper: a new style needs about half the iterations
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that determines a training run (recorded in the report and the catalog)."""
-
-    preset: str = "lite"
-    iterations: int | None = None  # None: the preset's default (half of it for train_style)
-    crop: int | None = None  # random-crop side in pixels; None: the preset's default
-    train_side: int | None = None  # photos are downscaled so their long side is at most this
-    colour_side: int | None = None  # long side of the whole photos the colour term compares
-    learning_rate: float = 1e-3  # shared convolutions
-    norm_learning_rate: float = 1e-2  # per-style (gamma, beta): few numbers that must carry a whole look
-    seed: int = 0
-    loss_net: str = "vgg19"
-    loss_weights: str | None = "imagenet"  # "imagenet", "random" or a local state-dict path
-    loss: LossConfig | None = None  # None: default layers/weights for loss_net, the preset's colour weight
-    device: str | None = None  # None: CUDA when available
-    log_every: int = 10
-
-    def resolved(self, *, style_only: bool = False) -> "TrainConfig":
-        """A copy with every default filled in, so reports say exactly what ran."""
-        get_preset(self.preset)
-        sched = _SCHEDULE[self.preset]
-        iterations = self.iterations
-        if iterations is None:
-            iterations = sched["iterations"]
-            if style_only:
-                iterations = max(1, int(iterations * _STYLE_ITERATION_FRACTION))
-        if iterations < 1:
-            raise ValueError(f"iterations must be >= 1, got {iterations}")
-        crop = self.crop or sched["crop"]
-        if crop < 16:
-            raise ValueError(f"crop must be >= 16 pixels, got {crop}")
-        colour_side = self.colour_side or sched["colour_side"]
-        if colour_side < 16:
-            raise ValueError(f"colour_side must be >= 16 pixels, got {colour_side}")
-        return dataclasses.replace(
-            self,
-            iterations=iterations,
-            crop=crop,
-            train_side=self.train_side or max(sched["train_side"], crop),
-            colour_side=colour_side,
-            loss=self.loss or dataclasses.replace(default_loss_config(self.loss_net), colour_weight=sched["colour_weight"]),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
 
 @dataclass
 class TrainReport:
-    """What a run did: losses over time, final losses, time, and the exact settings."""
+    """What a run did: its recipe, losses over time, final losses and time."""
 
-    iterations: int
+    recipe: Recipe
     seconds: float
-    config: dict[str, Any]
-    loss_network: dict[str, str]
     history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def iterations(self) -> int:
+        return self.recipe.schedule.iterations
 
     @property
     def final_losses(self) -> dict[str, float]:
@@ -138,32 +80,58 @@ class StylePair:
     report: TrainReport
 
 
+@dataclass(frozen=True)
+class _Run:
+    """How to run a recipe here: where the loss network's weights are, the device, logging."""
+
+    loss_weights: str | Path
+    device: str | None
+    log_every: int
+    progress: Progress | None = None
+
+
 def train_pair(
-    content: Image.Image, style: Image.Image, config: TrainConfig | None = None, *, progress: Progress | None = None
+    content: Image.Image,
+    style: Image.Image,
+    config: TrainConfig | Recipe | None = None,
+    *,
+    loss_weights: str | Path | None = None,
+    device: str | None = None,
+    progress: Progress | None = None,
 ) -> StylePair:
-    """Train a fresh base and both styles from two photos."""
-    cfg = (config or TrainConfig()).resolved()
-    torch.manual_seed(cfg.seed)
-    net = StyleNet(get_preset(cfg.preset), num_styles=2)
-    return _train(net, content, style, cfg, trainable=list(net.parameters()), style_only=False, progress=progress)
+    """Train a fresh base and both styles from two photos.
+
+    ``config``: a :class:`TrainConfig` (resolved here), or a :class:`Recipe` resolved elsewhere
+    (a batch driver), used as is; then ``loss_weights`` is the local file of the recipe's loss
+    network weights, when they are a file, and ``device`` where to train. ``progress`` is called
+    after every iteration."""
+    recipe, run = _plan(config or TrainConfig(), None, loss_weights, device, progress)
+    if recipe.mode != "pair":
+        raise ValueError(f"a recipe for new styles on base {recipe.base} cannot train a pair: use train_style")
+    torch.manual_seed(recipe.seed)
+    net = StyleNet(recipe.net, num_styles=2)
+    return _train(net, content, style, recipe, run, trainable=list(net.parameters()))
 
 
 def train_style(
     base: Base,
     content: Image.Image,
     style: Image.Image,
-    config: TrainConfig | None = None,
+    config: TrainConfig | Recipe | None = None,
     *,
+    loss_weights: str | Path | None = None,
+    device: str | None = None,
     progress: Progress | None = None,
 ) -> StylePair:
     """Learn two new styles on a frozen ``base``: only norm (gamma, beta) parameters are trained.
 
-    The returned pair carries ``base`` itself; its tensors are never modified.
+    ``config`` as for :func:`train_pair`; a recipe must name this base. The returned pair carries
+    ``base`` itself; its tensors are never modified.
     """
-    cfg = (config or TrainConfig(preset=_preset_name(base))).resolved(style_only=True)
-    if get_preset(cfg.preset) != base.config:
-        raise ValueError(f"config preset {cfg.preset!r} does not match the base's architecture {base.config}")
-    torch.manual_seed(cfg.seed)
+    recipe, run = _plan(config or TrainConfig(), base, loss_weights, device, progress)
+    if recipe.base != base.digest() or recipe.net != base.config:
+        raise ValueError(f"the recipe is for base {recipe.base}, not this base ({base.digest()})")
+    torch.manual_seed(recipe.seed)
     fresh = identity_style(base.config)
     net = build_net(base, [fresh, fresh])
     norms = _norm_parameters(net)
@@ -171,8 +139,29 @@ def train_style(
         p.requires_grad_(False)
     for p in norms:
         p.requires_grad_(True)
-    pair = _train(net, content, style, cfg, trainable=norms, style_only=True, progress=progress)
+    pair = _train(net, content, style, recipe, run, trainable=norms)
     return dataclasses.replace(pair, base=base)
+
+
+def _plan(
+    config: TrainConfig | Recipe,
+    base: Base | None,
+    loss_weights: str | Path | None,
+    device: str | None,
+    progress: Progress | None,
+) -> tuple[Recipe, _Run]:
+    """The recipe to train and how to run it here."""
+    if isinstance(config, TrainConfig):
+        if loss_weights is not None or device is not None:
+            raise ValueError("with a TrainConfig, give loss_weights and device in the config")
+        weights = "imagenet" if config.loss_weights is None else config.loss_weights
+        return config.resolve(base=base), _Run(weights, config.device, config.log_every, progress)
+    identity = config.loss_net
+    if loss_weights is None:
+        if identity.weights == "file":
+            raise ValueError(f"the recipe's loss network has weights file sha256 {identity.sha256}: pass loss_weights=PATH")
+        loss_weights = RANDOM if identity.weights == RANDOM else "imagenet"
+    return config, _Run(loss_weights, device, 10, progress)
 
 
 def _norm_parameters(net: StyleNet) -> list[torch.nn.Parameter]:
@@ -192,13 +181,6 @@ def _start_from_colour_statistics(net: StyleNet, content: torch.Tensor, style: t
             var, mean = torch.var_mean(photo.float(), dim=(0, 2, 3), correction=0)
             photo_norm.gamma[slot] = var.sqrt()
             photo_norm.beta[slot] = mean
-
-
-def _preset_name(base: Base) -> str:
-    for name, cfg in PRESETS.items():
-        if cfg == base.config:
-            return name
-    raise ValueError(f"base architecture {base.config} matches no preset")
 
 
 def _prepare(image: Image.Image, side: int, dev: torch.device) -> torch.Tensor:
@@ -224,43 +206,42 @@ def _train(
     net: StyleNet,
     content: Image.Image,
     style: Image.Image,
-    cfg: TrainConfig,
+    recipe: Recipe,
+    run: _Run,
     *,
     trainable: list[torch.nn.Parameter],
-    style_only: bool,
-    progress: Progress | None,
 ) -> StylePair:
-    dev = devices.resolve_device(cfg.device)
+    dev = devices.resolve_device(run.device)
     fmt = devices.memory_format(dev, training=True)
-    losses: LossConfig = cfg.loss  # type: ignore[assignment]  # filled by resolved()
-    lossnet: LossNetwork = load_loss_network(cfg.loss_net, cfg.loss_weights, layers=losses.layers).to(dev)
+    sched, losses = recipe.schedule, recipe.loss
+    lossnet = _loss_network(recipe, run).to(dev)
     net = net.to(dev, memory_format=fmt).train()
-    c_full = _prepare(content, cfg.train_side, dev)  # type: ignore[arg-type]
-    s_full = _prepare(style, cfg.train_side, dev)  # type: ignore[arg-type]
+    c_full = _prepare(content, sched.train_side, dev)
+    s_full = _prepare(style, sched.train_side, dev)
     with torch.no_grad(), devices.autocast(dev):
         grams_s = {n: gram(f) for n, f in lossnet(s_full).items() if n in losses.style_layers}
         grams_c = {n: gram(f) for n, f in lossnet(c_full).items() if n in losses.style_layers}
     _start_from_colour_statistics(net, c_full, s_full)
-    directions = colour_directions().to(dev)
-    c_whole = _prepare(content, cfg.colour_side, dev).contiguous(memory_format=fmt)  # type: ignore[arg-type]
-    s_whole = _prepare(style, cfg.colour_side, dev).contiguous(memory_format=fmt)  # type: ignore[arg-type]
+    directions = colour_directions(losses.colour_directions).to(dev)
+    c_whole = _prepare(content, sched.colour_side, dev).contiguous(memory_format=fmt)
+    s_whole = _prepare(style, sched.colour_side, dev).contiguous(memory_format=fmt)
     colours_s, colours_c = sorted_projections(s_full, directions), sorted_projections(c_full, directions)
     norms = {id(p) for p in _norm_parameters(net)}
     optimizer = torch.optim.Adam(
         [
-            {"params": [p for p in trainable if id(p) not in norms], "lr": cfg.learning_rate},
-            {"params": [p for p in trainable if id(p) in norms], "lr": cfg.norm_learning_rate},
+            {"params": [p for p in trainable if id(p) not in norms], "lr": sched.learning_rate},
+            {"params": [p for p in trainable if id(p) in norms], "lr": sched.norm_learning_rate},
         ]
     )
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(recipe.seed)
     styles_fwd = torch.tensor([STYLE, REVERSE, REVERSE, STYLE], device=dev)
     styles_cyc = torch.tensor([REVERSE, STYLE], device=dev)
     history: list[dict[str, float]] = []
-    log.info("training %s (%s, %d iterations, crop %d) on %s", "style" if style_only else "pair", cfg.preset, cfg.iterations, cfg.crop, dev)
+    log.info("training %s (%s, %d iterations, crop %d) on %s", recipe.mode, recipe.preset, sched.iterations, sched.crop, dev)
     start = time.perf_counter()
-    for it in range(1, cfg.iterations + 1):  # type: ignore[operator]
-        c = _random_crop(c_full, cfg.crop, gen)  # type: ignore[arg-type]
-        s = _random_crop(s_full, cfg.crop, gen)  # type: ignore[arg-type]
+    for it in range(1, sched.iterations + 1):
+        c = _random_crop(c_full, sched.crop, gen)
+        s = _random_crop(s_full, sched.crop, gen)
         if c.shape != s.shape:  # photos smaller than the crop: bring both to a common size
             hw = (min(c.shape[-2], s.shape[-2]), min(c.shape[-1], s.shape[-1]))
             c, s = c[..., : hw[0], : hw[1]], s[..., : hw[0], : hw[1]]
@@ -291,21 +272,21 @@ def _train(
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
-        if it % cfg.log_every == 0 or it == cfg.iterations:
+        if it % run.log_every == 0 or it == sched.iterations:
             row = {"iteration": float(it), "total": total.item(), **{k: v.item() for k, v in weighted.items()}}
             history.append(row)
             log.debug("iteration %d: %s", it, row)
-        if progress is not None:
-            progress(it, cfg.iterations)  # type: ignore[arg-type]
+        if run.progress is not None:
+            run.progress(it, sched.iterations)
     seconds = time.perf_counter() - start
     net = net.to("cpu", memory_format=torch.contiguous_format).eval()
     base, (style_look, content_look) = split_net(net)
-    report = TrainReport(
-        iterations=cfg.iterations,  # type: ignore[arg-type]
-        seconds=seconds,
-        config=cfg.to_dict(),
-        loss_network=dict(lossnet.identity),
-        history=history,
-    )
-    log.info("trained in %.1f s (%.2f it/s), final losses %s", seconds, cfg.iterations / seconds, report.final_losses)  # type: ignore[operator]
+    report = TrainReport(recipe=recipe, seconds=seconds, history=history)
+    log.info("trained in %.1f s (%.2f it/s), final losses %s", seconds, sched.iterations / seconds, report.final_losses)
     return StylePair(base=base, style=style_look, reverse=content_look, report=report)
+
+
+def _loss_network(recipe: Recipe, run: _Run) -> LossNetwork:
+    """The recipe's loss network, from where this run has its weights: weights that are not the
+    ones the recipe names (a replaced file) are refused rather than trained with."""
+    return load_loss_network(recipe.loss_net.arch, run.loss_weights, layers=recipe.loss.layers, expected=recipe.loss_net)

@@ -6,15 +6,20 @@ photo or tensor passes through the driver. A row is a unit of failure: any Pytho
 becomes that row's error (never retried, never fatal to other rows); a worker lost to a crash is
 retried by Ray.
 
+The recipe (:class:`photostyle.Recipe`) is resolved once, in the driver, and every task trains
+from it alone; each style's ``meta.json`` records it verbatim.
+
 Skipping: a row whose ``NAME`` and ``NAME.reverse`` latest versions were trained from the same
-photo bytes (sha256) with the same settings is not trained again; :func:`same_training` is the
-one definition of "the same".
+photo bytes (sha256) with the same recipe is not trained again; :func:`training_change` is the
+one definition of "the same". Any other difference retrains the row, and its result says why
+(``retrained: recipe changed (...)``): a nightly job picks up a new algorithm version or a changed
+default without a flag.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
+import json
 import logging
 import os
 import posixpath
@@ -29,7 +34,7 @@ import torch
 from fsspec.implementations.local import LocalFileSystem
 from ray.exceptions import RayError
 
-from photostyle import PRESETS, LossNetUnavailable, TrainConfig, train_pair, train_style
+from photostyle import LossNetUnavailable, Recipe, TrainConfig, preset_of, train_pair, train_style
 from photostyle.imageio import ImageDecodeError, decode
 from photostyle.weights import WeightsError
 from pipeline.catalog import Catalog, CatalogError, StyleNotFound, StyleRef
@@ -50,10 +55,11 @@ __all__ = [
     "TrainJob",
     "fetch_weights",
     "load_rows",
-    "resolve_job",
+    "plan_job",
     "run_rows",
     "same_training",
     "train_row",
+    "training_change",
 ]
 
 log = logging.getLogger(__name__)
@@ -82,42 +88,15 @@ class Row:
 
 @dataclass(frozen=True)
 class TrainJob:
-    """Everything a row's task needs besides the row: where to publish and how to train."""
+    """Everything a row's task needs besides the row: where to publish, what to train (the
+    recipe, resolved once by :func:`plan_job`) and where its inputs besides the photos are."""
 
     store: str
-    mode: str = "pair"
-    preset: str | None = None  # None: "lite" for pairs, the base's own preset for new styles
-    iterations: int | None = None  # None: the preset's default (resolved by resolve_job)
-    crop: int | None = None
-    seed: int = 0
-    loss_net: str = "vgg19"
-    vgg_weights: str | None = None  # any fsspec URI; None: torchvision's ImageNet weights
-    base: str | None = None  # style mode: the frozen base to train on
+    recipe: Recipe
+    base: str | None = None  # style mode: the catalog id of the recipe's frozen base
+    vgg_weights: str | None = None  # fsspec URI of the recipe's loss-network weights, when a file
     force: bool = False
     cpus_per_task: float = 1.0
-
-    def train_config(self, loss_weights: str) -> TrainConfig:
-        random = self.loss_net == "random"
-        return TrainConfig(
-            preset=self.preset,
-            iterations=self.iterations,
-            crop=self.crop,
-            seed=self.seed,
-            loss_net=_RANDOM_ARCH if random else self.loss_net,
-            loss_weights="random" if random else loss_weights,
-        )
-
-    def settings(self, weights_identity: Any) -> dict[str, Any]:
-        """What decides the trained result besides the photos (recorded in every style's meta)."""
-        return {
-            "preset": self.preset,
-            "iterations": self.iterations,
-            "crop": self.crop,
-            "seed": self.seed,
-            "loss_net": _RANDOM_ARCH if self.loss_net == "random" else self.loss_net,
-            "loss_weights": weights_identity,
-            "base": self.base,
-        }
 
 
 @dataclass(frozen=True)
@@ -131,6 +110,7 @@ class RowResult:
     error: str | None = None
     base: str | None = None
     styles: tuple[StyleRef, ...] = ()
+    note: str | None = None  # why an already trained row was trained again ("retrained: ...")
     cause: str | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -141,6 +121,7 @@ class RowResult:
             "base": self.base,
             "styles": [{"name": ref.name, "version": ref.version} for ref in self.styles],
             "seconds": round(self.seconds, 3),
+            "note": self.note,
         }
 
 
@@ -169,39 +150,56 @@ def load_rows(pairs_uri: str) -> list[Row]:
     ]
 
 
-def resolve_job(job: TrainJob) -> TrainJob:
-    """``job`` with the store and weights URIs absolute, the preset chosen and iterations/crop
-    resolved, so the recorded settings say exactly what ran. Style mode checks the base here:
-    an unknown base fails before anything starts."""
-    if job.mode not in MODES:
-        raise SettingsError(f"unknown mode {job.mode!r}; choose one of {', '.join(MODES)}")
-    if job.loss_net not in LOSS_NETS:
-        raise SettingsError(f"unknown loss network {job.loss_net!r}; choose one of {', '.join(LOSS_NETS)}")
-    if job.loss_net == "random" and job.vgg_weights:
+def plan_job(
+    store: str,
+    *,
+    mode: str = "pair",
+    base: str | None = None,
+    preset: str | None = None,
+    iterations: int | None = None,
+    crop: int | None = None,
+    seed: int = 0,
+    loss_net: str = "vgg19",
+    vgg_weights: str | None = None,
+    force: bool = False,
+    cpus_per_task: float = 1.0,
+) -> TrainJob:
+    """The job for ``train``'s flags, its recipe resolved here once, so every task trains and
+    records exactly the same thing. Style mode loads the base here (an unknown base fails before
+    anything starts); weights at a URI are fetched here to hash them (tasks fetch them once per
+    node and check they are still those)."""
+    if mode not in MODES:
+        raise SettingsError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    if loss_net not in LOSS_NETS:
+        raise SettingsError(f"unknown loss network {loss_net!r}; choose one of {', '.join(LOSS_NETS)}")
+    if loss_net == "random" and vgg_weights:
         raise SettingsError("--vgg-weights cannot be used with --loss-net random")
-    if (job.mode == "style") != (job.base is not None):
+    if (mode == "style") != (base is not None):
         raise SettingsError("--base BASE_ID is required with --mode style, and only there")
-    store = _absolute(job.store)
-    preset = job.preset
-    if job.mode == "style":
-        base = load_base(Catalog(store), job.base)  # BaseNotFound names the base and the store
-        base_preset = next((name for name, config in PRESETS.items() if config == base.config), None)
+    store = _absolute(store)
+    frozen = None
+    if base is not None:
+        frozen = load_base(Catalog(store), base)  # BaseNotFound names the base and the store
+        base_preset = preset_of(frozen.config)
         if base_preset is None:
-            raise SettingsError(f"base {job.base} in {store} has an architecture that matches no preset")
+            raise SettingsError(f"base {base} in {store} has an architecture that matches no preset")
         if preset is not None and preset != base_preset:
-            raise SettingsError(f"base {job.base} has the {base_preset!r} architecture, not {preset!r}")
-        preset = base_preset
-    job = dataclasses.replace(
-        job,
-        store=store,
-        preset=preset or "lite",
-        vgg_weights=_absolute(job.vgg_weights) if job.vgg_weights else None,
+            raise SettingsError(f"base {base} has the {base_preset!r} architecture, not {preset!r}")
+    vgg_weights = _absolute(vgg_weights) if vgg_weights else None
+    random = loss_net == "random"
+    config = TrainConfig(
+        preset=preset,
+        iterations=iterations,
+        crop=crop,
+        seed=seed,
+        loss_net=_RANDOM_ARCH if random else loss_net,
+        loss_weights="random" if random else str(fetch_weights(vgg_weights)) if vgg_weights else "imagenet",
     )
     try:
-        config = job.train_config("imagenet").resolved(style_only=job.mode == "style")
-    except ValueError as exc:
+        recipe = config.resolve(base=frozen)
+    except (ValueError, LossNetUnavailable) as exc:
         raise SettingsError(str(exc)) from exc
-    return dataclasses.replace(job, iterations=config.iterations, crop=config.crop)
+    return TrainJob(store, recipe, base=base, vgg_weights=vgg_weights, force=force, cpus_per_task=cpus_per_task)
 
 
 def _absolute(uri: str) -> str:
@@ -222,7 +220,7 @@ def run_rows(rows: list[Row], job: TrainJob, *, gpus_per_task: float | None = No
     log.info(
         "training %d row(s) in %s mode (%s CPU, %s GPU per task), publishing to %s",
         len(rows),
-        job.mode,
+        job.recipe.mode,
         job.cpus_per_task,
         num_gpus,
         job.store,
@@ -256,7 +254,7 @@ def _collect(ready: list[Any], row_of: dict[Any, Row], results: dict[str, RowRes
             error = f"{cause}: {_first_line(exc)}"
             result = RowResult(row.name, STATUS_ERROR, time.perf_counter() - started, error=error, cause=cause)
         results[row.name] = result
-        detail = f": {result.error}" if result.error else ""
+        detail = f": {result.error or result.note}" if result.error or result.note else ""
         log.info("[%d/%d] %s %s %.1f s%s", len(results), total, row.name, result.status, result.seconds, detail)
 
 
@@ -299,29 +297,34 @@ def train_row(row: Row, job: TrainJob, board: Any = None) -> RowResult:
     try:
         catalog = Catalog(job.store)
         content_bytes, style_bytes = read_bytes(row.content), read_bytes(row.style)
-        loss_weights, weights_identity = _loss_weights(job)
-        provenance = {
+        provenance: dict[str, Any] = {
             "pair": row.name,
-            "mode": job.mode,
+            "mode": job.recipe.mode,
             "content": {"uri": row.content, "sha256": hashlib.sha256(content_bytes).hexdigest()},
             "style": {"uri": row.style, "sha256": hashlib.sha256(style_bytes).hexdigest()},
-            "settings": job.settings(weights_identity),
         }
-        existing = _existing(catalog, row.name, provenance)  # even with --force: fails fast on a bad store
-        if existing and not job.force:
-            log.info("%s: already trained from the same photos and settings; skipping", row.name)
-            seconds = time.perf_counter() - start
-            return RowResult(row.name, STATUS_SKIPPED, seconds, base=existing[0].base_id, styles=existing)
+        if job.vgg_weights:
+            provenance["loss_weights_uri"] = job.vgg_weights
+        latest = _latest(catalog, row.name)  # even with --force: fails fast on a bad store
+        change = _pair_change(latest, provenance, job.recipe)
+        if latest is not None and change is None and not job.force:
+            log.info("%s: already trained from the same photos with the same recipe; skipping", row.name)
+            refs = tuple(ref for ref, _ in latest)
+            return RowResult(row.name, STATUS_SKIPPED, time.perf_counter() - start, base=refs[0].base_id, styles=refs)
+        note = None if latest is None else f"retrained: {change or 'forced'}"
+        if note:
+            log.info("%s: %s", row.name, note)
         content = decode(content_bytes, name=row.content).image
         style = decode(style_bytes, name=row.style).image
-        config = job.train_config(loss_weights)
+        weights = fetch_weights(job.vgg_weights) if job.vgg_weights else None
         progress = RowReporter(board, row.name) if board is not None else None
-        if job.mode == "pair":
-            pair = train_pair(content, style, config, progress=progress)
+        if job.base is None:
+            pair = train_pair(content, style, job.recipe, loss_weights=weights, progress=progress)
         else:
-            pair = train_style(load_base(catalog, job.base), content, style, config, progress=progress)
+            base = load_base(catalog, job.base)
+            pair = train_style(base, content, style, job.recipe, loss_weights=weights, progress=progress)
         base_id, refs = publish_pair(catalog, row.name, pair, provenance)
-        return RowResult(row.name, STATUS_OK, time.perf_counter() - start, base=base_id, styles=tuple(refs))
+        return RowResult(row.name, STATUS_OK, time.perf_counter() - start, base=base_id, styles=tuple(refs), note=note)
     except Exception as exc:  # noqa: BLE001 -- a row's failure is its result, whatever it is
         log.warning("%s failed", row.name, exc_info=True)
         error = _row_error(exc, job.store)
@@ -345,46 +348,66 @@ def _row_error(exc: Exception, store: str) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def same_training(meta: dict[str, Any], provenance: dict[str, Any]) -> bool:
-    """The one definition of "already trained": same mode, same photo bytes, same settings.
-    (Photo URIs may differ: a moved photo is the same photo.)"""
+def training_change(meta: dict[str, Any], provenance: dict[str, Any], recipe: Recipe) -> str | None:
+    """The one definition of "already trained": ``None`` when a style's ``meta`` records the
+    same photo bytes and the same recipe as ``provenance`` and ``recipe``; otherwise what
+    changed, for the row's result. (Photo URIs may differ: a moved photo is the same photo.)"""
+    for kind in ("content", "style"):
+        if (meta.get(kind) or {}).get("sha256") != provenance[kind]["sha256"]:
+            return f"{kind} photo changed"
+    recorded = meta.get("recipe")
+    if not isinstance(recorded, dict):
+        return "recipe changed (none recorded)"
+    differences = _differences(recorded, recipe.to_dict())
+    if differences:
+        shown = ", ".join(differences[:3]) + (f" and {len(differences) - 3} more" if len(differences) > 3 else "")
+        return f"recipe changed ({shown})"
+    return None
 
-    def identity(record: dict[str, Any]) -> tuple[Any, ...]:
-        return (
-            record.get("mode"),
-            (record.get("content") or {}).get("sha256"),
-            (record.get("style") or {}).get("sha256"),
-            record.get("settings"),
-        )
 
-    return identity(meta) == identity(provenance)
+def same_training(meta: dict[str, Any], provenance: dict[str, Any], recipe: Recipe) -> bool:
+    """Whether ``meta`` records the training ``provenance`` and ``recipe`` describe (see
+    :func:`training_change`)."""
+    return training_change(meta, provenance, recipe) is None
 
 
-def _existing(catalog: Catalog, name: str, provenance: dict[str, Any]) -> tuple[StyleRef, ...] | None:
-    """The latest ``name`` and ``name.reverse`` if both were trained the same way on one base."""
-    refs = []
+def _differences(old: Any, new: Any, path: str = "") -> list[str]:
+    """``key old -> new`` for every leaf that differs between two JSON values (dotted keys)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [
+            line
+            for key in sorted(old.keys() | new.keys())
+            for line in _differences(old.get(key), new.get(key), f"{path}.{key}" if path else key)
+        ]
+    return [] if old == new else [f"{path or 'recipe'} {json.dumps(old)} -> {json.dumps(new)}"]
+
+
+Latest = tuple[tuple[StyleRef, dict[str, Any]], tuple[StyleRef, dict[str, Any]]]
+
+
+def _latest(catalog: Catalog, name: str) -> Latest | None:
+    """The latest ``name`` and ``name.reverse`` with their metas, if both exist."""
+    found = []
     for style_name in (name, name + REVERSE_SUFFIX):
         try:
             ref = catalog.resolve(style_name)
         except StyleNotFound:
             return None
-        if not same_training(catalog.style_meta(ref), provenance):
-            return None
-        refs.append(ref)
-    return tuple(refs) if refs[0].base_id == refs[1].base_id else None
+        found.append((ref, catalog.style_meta(ref)))
+    return found[0], found[1]
+
+
+def _pair_change(latest: Latest | None, provenance: dict[str, Any], recipe: Recipe) -> str | None:
+    """What differs between the row's training and its latest published pair (``None``: nothing)."""
+    if latest is None:
+        return "not trained yet"
+    (ref, meta), (reverse_ref, reverse_meta) = latest
+    if ref.base_id != reverse_ref.base_id:
+        return f"{ref.spec} and {reverse_ref.spec} are on different bases"
+    return training_change(meta, provenance, recipe) or training_change(reverse_meta, provenance, recipe)
 
 
 # ---- loss-network weights --------------------------------------------------------------------
-def _loss_weights(job: TrainJob) -> tuple[str, Any]:
-    """(what to pass as ``TrainConfig.loss_weights``, its identity for the recorded settings)."""
-    if job.loss_net == "random":
-        return "random", "random"
-    if job.vgg_weights is None:
-        return "imagenet", "imagenet"
-    path = fetch_weights(job.vgg_weights)
-    return str(path), {"uri": job.vgg_weights, "sha256": _file_sha256(path, job.vgg_weights)}
-
-
 def _cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "photostyle" / "vgg"
 
@@ -418,14 +441,3 @@ def fetch_weights(uri: str) -> Path:
         tmp.unlink(missing_ok=True)
     log.info("fetched loss-network weights %s to %s", uri, target)
     return target
-
-
-def _file_sha256(path: Path, uri: str) -> str:
-    try:
-        digest = hashlib.sha256()
-        with path.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        return digest.hexdigest()
-    except OSError as exc:
-        raise StorageError(f"loss-network weights {uri}: cannot read ({exc.strerror or exc})") from exc

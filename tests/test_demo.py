@@ -24,7 +24,7 @@ def test_demo_runs_end_to_end_offline_with_a_loud_random_loss_network(ray_sessio
     assert any("RANDOM loss network" in r.getMessage() and "--vgg-weights" in r.getMessage() for r in caplog.records)
     assert "Try next:" in result.stdout and "pst-pipeline apply --style demo-coffee" in result.stdout
     meta = load_style(Catalog(str(store)), "demo-coffee").meta
-    assert meta["loss_network"]["weights"] == "random"
+    assert meta["recipe"]["loss_net"]["weights"] == "random"
     outputs = sorted(p.name for p in (work / "outputs").iterdir() if not p.name.startswith("_"))
     assert outputs == ["astronaut.jpg", "chelsea.jpg", "hubble_deep_field.jpg", "rocket.jpg"]
     for name in outputs:

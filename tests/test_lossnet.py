@@ -3,13 +3,13 @@ import urllib.error
 import pytest
 import torch
 
-from photostyle import LossNetUnavailable, load_loss_network
+from photostyle import LossNetIdentity, LossNetUnavailable, load_loss_network
 from tests.photos import HED_VGG16_FILE, HED_VGG16_SHA256, hed_vgg16
 
 
 def test_vgg16_loads_from_a_local_safetensors_file(vgg16_weights):
     net = load_loss_network("vgg16", vgg16_weights.path, layers=("relu1_2", "relu3_3"))
-    assert net.identity == {"arch": "vgg16", "weights": f"file:{vgg16_weights.path.name}", "sha256": vgg16_weights.sha256}
+    assert net.identity == LossNetIdentity("vgg16", "file", sha256=vgg16_weights.sha256)
     feats = net(torch.rand(1, 3, 32, 32))
     assert set(feats) == {"relu1_2", "relu3_3"}
     assert feats["relu3_3"].shape == (1, 256, 8, 8)
@@ -31,7 +31,7 @@ def test_torchvision_pth_is_read_with_weights_only(tmp_path, vgg16_weights):
 def test_random_is_seeded_and_recorded_as_random():
     a = load_loss_network("vgg19", "random", layers=("relu1_1",))
     b = load_loss_network("vgg19", "random", layers=("relu1_1",))
-    assert a.identity["weights"] == "random"
+    assert a.identity == LossNetIdentity("vgg19", "random", seed=0)
     assert torch.equal(a.features[0].weight, b.features[0].weight)
 
 
@@ -66,4 +66,5 @@ def test_unknown_arch_and_layer_are_refused():
 
 def test_the_trained_offline_vgg16_is_the_one_its_readme_names():
     net = load_loss_network("vgg16", hed_vgg16(), layers=("relu1_2",))
-    assert net.identity == {"arch": "vgg16", "weights": f"file:{HED_VGG16_FILE}", "sha256": HED_VGG16_SHA256}
+    assert net.identity == LossNetIdentity("vgg16", "file", sha256=HED_VGG16_SHA256)
+    assert hed_vgg16().name == HED_VGG16_FILE

@@ -7,6 +7,8 @@ from photostyle.network import LUTHead
 from photostyle.norm import shared_statistics
 
 LEVELS = (8, 6, 6)
+LITE = get_preset("lite").net
+TABLE = {"chroma_range": LITE.lut_chroma_range, "entry_floor": LITE.lut_entry_floor}  # as lite uses them
 
 
 def _sky_over_city(seed: int = 0) -> torch.Tensor:
@@ -20,7 +22,7 @@ def test_pixels_of_one_colour_get_the_same_maps_wherever_they_are():
     """What rules out a patch in a flat sky: the maps are a function of colour alone."""
     photo = _sky_over_city()
     maps = torch.randn(1, 12, 48, 64, generator=torch.Generator().manual_seed(1))
-    shared = ColourLUT(LEVELS)(maps, photo)
+    shared = ColourLUT(LEVELS, **TABLE)(maps, photo)
     sky = shared[..., :20, :]
     assert float((sky - sky[..., :1, :1]).abs().amax()) < 1e-5
     assert float(maps[..., :20, :].std()) > 0.5  # the per-pixel maps did differ across the sky
@@ -32,10 +34,10 @@ def test_a_photo_taken_in_several_passes_gets_one_table(monkeypatch):
     """Large photos are splatted and sliced in chunks of pixels (for the cache): same result."""
     photo = _sky_over_city(7)
     maps = torch.randn(1, 12, 48, 64, generator=torch.Generator().manual_seed(8), requires_grad=True)
-    whole = ColourLUT(LEVELS)(maps, photo)
+    whole = ColourLUT(LEVELS, **TABLE)(maps, photo)
     (grad_whole,) = torch.autograd.grad(whole.square().sum(), maps)
     monkeypatch.setattr("photostyle.lut._CHUNK", 1000)  # 4 passes over 3072 pixels
-    chunked = ColourLUT(LEVELS)(maps, photo)
+    chunked = ColourLUT(LEVELS, **TABLE)(maps, photo)
     (grad_chunked,) = torch.autograd.grad(chunked.square().sum(), maps)
     assert torch.allclose(chunked, whole, atol=1e-6)
     assert torch.allclose(grad_chunked, grad_whole, atol=1e-6)
@@ -44,7 +46,7 @@ def test_a_photo_taken_in_several_passes_gets_one_table(monkeypatch):
 def test_the_table_keeps_constant_maps_and_their_gradients():
     photo = _sky_over_city(2)
     maps = torch.full((1, 4, 48, 64), 0.25, requires_grad=True)
-    out = ColourLUT(LEVELS)(maps, photo)
+    out = ColourLUT(LEVELS, **TABLE)(maps, photo)
     assert torch.allclose(out, torch.full_like(out, 0.25), atol=1e-6)
     out.sum().backward()
     assert torch.isfinite(maps.grad).all() and float(maps.grad.abs().sum()) > 0
@@ -56,14 +58,14 @@ def test_a_colour_few_pixels_have_follows_the_whole_photo():
     photo[:, :, 30:32, 30:32] = torch.tensor([0.9, 0.1, 0.1]).view(1, 3, 1, 1)
     maps = torch.zeros(1, 3, 64, 64)
     maps[..., 30:32, 30:32] = 1.0
-    lamp = ColourLUT(LEVELS)(maps, photo)[..., 30:32, 30:32]
+    lamp = ColourLUT(LEVELS, **TABLE)(maps, photo)[..., 30:32, 30:32]
     assert float(lamp.amax()) < 0.5
 
 
 def test_tiles_replaying_the_whole_photos_table_match_the_whole_photo():
     photo = _sky_over_city(3)
     maps = torch.randn(1, 12, 48, 64, generator=torch.Generator().manual_seed(4))
-    table = ColourLUT(LEVELS)
+    table = ColourLUT(LEVELS, **TABLE)
     whole = table(maps, photo)
     with shared_statistics(table) as recorded:
         table(maps, photo)
@@ -76,18 +78,18 @@ def test_tiles_replaying_the_whole_photos_table_match_the_whole_photo():
 @pytest.mark.parametrize("levels", [(8, 6), (8, 1, 6)])
 def test_a_table_without_two_levels_of_each_axis_is_refused(levels):
     with pytest.raises(ValueError, match="at least 2 levels"):
-        ColourLUT(levels)
+        ColourLUT(levels, **TABLE)
 
 
 def test_lite_grades_with_a_colour_table_and_its_config_round_trips():
-    config = get_preset("lite")
+    config = get_preset("lite").net
     assert isinstance(StyleNet(config, num_styles=1).head, LUTHead)
     assert NetConfig.from_json(config.to_json()) == config
     assert StyleNet(config, num_styles=1).period == 4  # no cells to align tiles to
 
 
 def test_the_lut_head_starts_as_the_global_transfer():
-    head = LUTHead(8, 3, num_styles=1, levels=LEVELS)
+    head = LUTHead(8, 3, num_styles=1, levels=LEVELS, **TABLE)
     with torch.no_grad():
         head.photo_norm.gamma[0] = torch.tensor([0.1, 0.2, 0.3])
         head.photo_norm.beta[0] = torch.tensor([0.5, 0.4, 0.3])
@@ -102,8 +104,8 @@ def test_the_table_on_cuda_matches_cpu_in_float32_and_under_bf16_autocast():
     """scatter_add and 5-D grid_sample have their own CUDA kernels; the table stays float32 under autocast."""
     photo = _sky_over_city(5)
     maps = torch.randn(1, 12, 48, 64, generator=torch.Generator().manual_seed(6))
-    expected = ColourLUT(LEVELS)(maps, photo)
-    table = ColourLUT(LEVELS).cuda()
+    expected = ColourLUT(LEVELS, **TABLE)(maps, photo)
+    table = ColourLUT(LEVELS, **TABLE).cuda()
     assert torch.allclose(table(maps.cuda(), photo.cuda()).cpu(), expected, atol=1e-4)
     with torch.autocast("cuda", dtype=torch.bfloat16):
         low = table(maps.cuda().bfloat16(), photo.cuda())
@@ -117,4 +119,4 @@ def test_lite_bases_recorded_before_colour_tables_are_the_lite_cells_preset():
         '{"affine_bins": 8, "affine_cell": 32, "channels": [16, 32, 64], "head": "affine", '
         '"outer_kernel": 5, "residual_blocks": 3}'
     )
-    assert NetConfig.from_json(recorded) == get_preset("lite-cells")
+    assert NetConfig.from_json(recorded) == get_preset("lite-cells").net

@@ -5,6 +5,8 @@ from photostyle import PRESETS, NetConfig, StyleNet, get_preset
 from photostyle.model import split_net
 from photostyle.network import AffineHead, edge_aware_mean
 
+FLOOR = NetConfig().affine_level_floor  # every level's share of its whole cell, as the presets use it
+
 
 def _randomised(net: StyleNet, seed: int = 0) -> StyleNet:
     """Every parameter random (a fresh affine head is the identity, which would hide bugs)."""
@@ -18,7 +20,7 @@ def _randomised(net: StyleNet, seed: int = 0) -> StyleNet:
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 @pytest.mark.parametrize("size", [(17, 31), (64, 97), (5, 7), (128, 128), (3, 200)])
 def test_output_size_equals_input_at_odd_sizes(preset, size):
-    net = StyleNet(get_preset(preset), num_styles=2).eval()
+    net = StyleNet(get_preset(preset).net, num_styles=2).eval()
     x = torch.rand(2, 3, *size)
     with torch.no_grad():
         y = net(x, torch.tensor([0, 1]))
@@ -28,7 +30,7 @@ def test_output_size_equals_input_at_odd_sizes(preset, size):
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_mixed_style_batch_equals_per_style_calls(preset):
-    net = _randomised(StyleNet(get_preset(preset), num_styles=3)).eval()
+    net = _randomised(StyleNet(get_preset(preset).net, num_styles=3)).eval()
     x = torch.rand(4, 3, 40, 52)
     styles = torch.tensor([2, 0, 1, 2])
     with torch.no_grad():
@@ -40,7 +42,7 @@ def test_mixed_style_batch_equals_per_style_calls(preset):
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_a_style_is_under_one_percent_of_the_base(preset):
-    base, styles = split_net(StyleNet(get_preset(preset), num_styles=2))
+    base, styles = split_net(StyleNet(get_preset(preset).net, num_styles=2))
     assert len(styles) == 2
     assert styles[0].num_parameters < 0.01 * base.num_parameters
     assert all(name.endswith((".gamma", ".beta")) for name in styles[0].tensors)
@@ -53,7 +55,7 @@ def test_unknown_preset_is_refused_by_name():
 
 
 def test_style_index_out_of_range_is_refused():
-    net = StyleNet(get_preset("lite"), num_styles=2)
+    net = StyleNet(get_preset("lite").net, num_styles=2)
     with pytest.raises(ValueError, match="out of range"):
         net(torch.rand(1, 3, 16, 16), 2)
     with pytest.raises(ValueError, match="batch size"):
@@ -69,7 +71,7 @@ def test_affine_head_starts_as_a_global_transfer_and_its_maps_are_smooth_over_ce
     photo = torch.rand(1, 3, 48, 48, generator=torch.Generator().manual_seed(2))
     features = torch.rand(1, 8, 48, 48, generator=torch.Generator().manual_seed(0))
     style = torch.tensor([0])
-    fine, smooth = AffineHead(8, 3, num_styles=1, cell=1), AffineHead(8, 3, num_styles=1, cell=8)
+    fine, smooth = AffineHead(8, 3, num_styles=1, cell=1, bins=1, level_floor=FLOOR), AffineHead(8, 3, num_styles=1, cell=8, bins=1, level_floor=FLOOR)
     with torch.no_grad():
         smooth.photo_norm.gamma[0] = torch.tensor([0.1, 0.2, 0.3])
         smooth.photo_norm.beta[0] = torch.tensor([0.5, 0.4, 0.3])
@@ -96,8 +98,8 @@ def test_edge_aware_mean_with_one_level_or_a_flat_guide_is_the_plain_cell_averag
     guide = torch.rand(2, 1, 40, 36, generator=torch.Generator().manual_seed(1))
     flat = torch.full((2, 1, 40, 36), 0.37)
     expected = _cell_average(maps, 8)
-    assert torch.allclose(edge_aware_mean(maps, guide, cell=8, bins=1), expected, atol=1e-6)
-    assert torch.allclose(edge_aware_mean(maps, flat, cell=8, bins=8), expected, atol=1e-6)
+    assert torch.allclose(edge_aware_mean(maps, guide, cell=8, bins=1, level_floor=FLOOR), expected, atol=1e-6)
+    assert torch.allclose(edge_aware_mean(maps, flat, cell=8, bins=8, level_floor=FLOOR), expected, atol=1e-6)
 
 
 def test_edge_aware_mean_shares_nothing_across_a_brightness_edge():
@@ -105,9 +107,9 @@ def test_edge_aware_mean_shares_nothing_across_a_brightness_edge():
     guide = torch.full((1, 1, 32, 40), 0.9)
     guide[..., 19:, :] = 0.1  # the edge falls inside a cell
     maps = torch.where(guide > 0.5, 1.0, -1.0).expand(1, 3, 32, 40)
-    sharp = edge_aware_mean(maps, guide, cell=8, bins=8)
+    sharp = edge_aware_mean(maps, guide, cell=8, bins=8, level_floor=FLOOR)
     assert float((sharp - maps).abs().amax()) < 0.2  # a tenth of the jump at most: the floor of the whole cell
-    blurred = edge_aware_mean(maps, guide, cell=8, bins=1)
+    blurred = edge_aware_mean(maps, guide, cell=8, bins=1, level_floor=FLOOR)
     assert float((blurred - maps).abs().amax()) > 0.5  # plain cells smear the edge
 
 
@@ -116,14 +118,14 @@ def test_a_level_few_pixels_fall_in_follows_the_cell_around_it():
     guide = torch.full((1, 1, 32, 32), 0.05)
     guide[..., 12:14, 12:14] = 0.95
     maps = torch.where(guide > 0.5, 1.0, 0.0).expand(1, 3, 32, 32)
-    star = edge_aware_mean(maps, guide, cell=32, bins=8)[..., 12:14, 12:14]
+    star = edge_aware_mean(maps, guide, cell=32, bins=8, level_floor=FLOOR)[..., 12:14, 12:14]
     assert float(star.amax()) < 0.5
 
 
 def test_edge_aware_mean_keeps_constant_maps_and_their_gradients():
     guide = torch.rand(1, 1, 24, 24, generator=torch.Generator().manual_seed(3))
     maps = torch.full((1, 4, 24, 24), 0.25, requires_grad=True)
-    out = edge_aware_mean(maps, guide, cell=8, bins=8)
+    out = edge_aware_mean(maps, guide, cell=8, bins=8, level_floor=FLOOR)
     assert torch.allclose(out, torch.full_like(out, 0.25), atol=1e-6)
     out.sum().backward()
     assert torch.isfinite(maps.grad).all() and float(maps.grad.abs().sum()) > 0
@@ -142,7 +144,7 @@ def test_edge_aware_mean_on_cuda_matches_cpu_in_float32_and_under_bf16_autocast(
     gen = torch.Generator().manual_seed(4)
     maps = torch.randn(2, 12, 96, 80, generator=gen)
     guide = torch.rand(2, 1, 96, 80, generator=gen)
-    expected = edge_aware_mean(maps, guide, cell=32, bins=8)
+    expected = edge_aware_mean(maps, guide, cell=32, bins=8, level_floor=FLOOR)
     on_gpu = edge_aware_mean(maps.cuda(), guide.cuda(), cell=32, bins=8).cpu()
     assert torch.allclose(on_gpu, expected, atol=1e-4)
     with torch.autocast("cuda", dtype=torch.bfloat16):
@@ -150,7 +152,7 @@ def test_edge_aware_mean_on_cuda_matches_cpu_in_float32_and_under_bf16_autocast(
     assert low.dtype == torch.bfloat16
     assert float((low.float().cpu() - expected).abs().amax()) < 0.05
     grad_maps = maps.cuda().requires_grad_()
-    edge_aware_mean(grad_maps, guide.cuda(), cell=32, bins=8).square().sum().backward()
+    edge_aware_mean(grad_maps, guide.cuda(), cell=32, bins=8, level_floor=FLOOR).square().sum().backward()
     cpu_maps = maps.clone().requires_grad_()
-    edge_aware_mean(cpu_maps, guide, cell=32, bins=8).square().sum().backward()
+    edge_aware_mean(cpu_maps, guide, cell=32, bins=8, level_floor=FLOOR).square().sum().backward()
     assert torch.allclose(grad_maps.grad.cpu(), cpu_maps.grad, atol=1e-4)

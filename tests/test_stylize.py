@@ -11,7 +11,7 @@ from tests.test_network import _randomised
 @pytest.fixture(scope="module")
 def trained_like():
     """A lite net with every parameter random, so its output depends on the norm statistics."""
-    base, styles = split_net(_randomised(StyleNet(get_preset("lite"), num_styles=1), seed=3))
+    base, styles = split_net(_randomised(StyleNet(get_preset("lite").net, num_styles=1), seed=3))
     return base, styles[0]
 
 

@@ -4,6 +4,7 @@ the plumbing, not the look."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -18,6 +19,7 @@ import pytest
 import ray
 from click.testing import CliRunner, Result
 
+from photostyle import ALGORITHM_VERSION, PRESETS, Recipe, StyleNet, TrainConfig, split_net
 from pipeline import training_jobs
 from pipeline.catalog import Catalog
 from pipeline.cli import main
@@ -26,9 +28,10 @@ from pipeline.storage import filesystem
 from pipeline.training_jobs import Row, TrainJob, fetch_weights
 from tests.conftest import WeightsFile
 from tests.photos import content, open_rgb, style
+from tests.test_published import OLD_LITE_CELLS_ARCH
 
 FAST = ["--preset", "lite", "--iterations", "2", "--crop", "32", "--loss-net", "random"]
-RESULT_KEYS = ["name", "status", "error", "base", "styles", "seconds"]
+RESULT_KEYS = ["name", "status", "error", "base", "styles", "seconds", "note"]
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +70,7 @@ def results(result: Result) -> dict[str, dict[str, Any]]:
         assert list(row) == RESULT_KEYS
         assert isinstance(row["seconds"], float) and row["seconds"] >= 0
         if row["status"] == "error":
-            assert row["error"] and row["base"] is None and row["styles"] == []
+            assert row["error"] and row["base"] is None and row["styles"] == [] and row["note"] is None
         else:
             assert row["status"] in ("ok", "skipped") and row["error"] is None
             assert len(row["base"]) == 16
@@ -113,11 +116,15 @@ def test_pair_mode_publishes_and_a_broken_photo_fails_only_its_row(
     loaded = load_style(catalog, "sunset")
     assert loaded.ref.base_id == rows["sunset"]["base"] == catalog.resolve("sunset.reverse").base_id
     meta = loaded.meta
-    assert meta["mode"] == "pair" and meta["pair"] == "sunset" and meta["iterations"] == 2
+    assert meta["mode"] == "pair" and meta["pair"] == "sunset"
     assert meta["content"] == {"uri": photos["content1"], "sha256": sha256(photos["content1"])}
     assert meta["style"] == {"uri": photos["style1"], "sha256": sha256(photos["style1"])}
-    assert meta["loss_network"]["weights"] == "random"
-    assert meta["settings"]["crop"] == 32 and meta["settings"]["loss_weights"] == "random"
+    asked = TrainConfig(preset="lite", iterations=2, crop=32, loss_net="vgg19", loss_weights="random").resolve()
+    assert meta["recipe"] == asked.to_dict()  # verbatim: the whole recipe, nothing else
+    assert meta["recipe"]["loss_net"] == {"arch": "vgg19", "weights": "random", "seed": 0, "sha256": None}
+    assert not {"settings", "hyperparameters", "loss_network", "iterations", "preset"} & meta.keys()
+    base_meta = json.loads((Path(local_store) / "bases" / loaded.ref.base_id / "meta.json").read_text())
+    assert base_meta["recipe"] == meta["recipe"] and "arch" not in base_meta
 
     progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[")]
     assert sorted(line.split()[0] for line in progress) == ["[1/4]", "[2/4]", "[3/4]", "[4/4]"]
@@ -131,6 +138,8 @@ def test_rerun_skips_until_photos_settings_or_force_change(
     first = results(train("--pairs", pairs, "--store", local_store, *FAST, "--json"))["sunset"]
     assert first["status"] == "ok"
 
+    assert first["note"] is None  # trained for the first time
+
     again = train("--pairs", pairs, "--store", local_store, *FAST)
     assert again.exit_code == 0, again.output
     assert again.stdout.splitlines()[-1] == "1 row(s): 0 trained, 1 skipped, 0 failed"
@@ -138,14 +147,16 @@ def test_rerun_skips_until_photos_settings_or_force_change(
     shutil.copy(photos["content1"], moved)
     moved_pairs = write_pairs(str(tmp_path / "moved.parquet"), [(str(moved), photos["style1"], "sunset")])
     skipped = results(train("--pairs", moved_pairs, "--store", local_store, *FAST, "--json"))["sunset"]
-    assert skipped["status"] == "skipped"
+    assert skipped["status"] == "skipped" and skipped["note"] is None
     assert (skipped["base"], skipped["styles"]) == (first["base"], first["styles"])
     assert versions(local_store) == {"sunset": "v1", "sunset.reverse": "v1"}
 
     forced = results(train("--pairs", pairs, "--store", local_store, *FAST, "--json", "--force"))["sunset"]
     assert forced["status"] == "ok" and [s["version"] for s in forced["styles"]] == ["v2", "v2"]
+    assert forced["note"] == "retrained: forced"
     reseeded = results(train("--pairs", pairs, "--store", local_store, *FAST, "--json", "--seed", "1"))["sunset"]
     assert reseeded["status"] == "ok" and reseeded["base"] != first["base"]
+    assert reseeded["note"] == "retrained: recipe changed (seed 0 -> 1)"
     assert versions(local_store) == {"sunset": "v3", "sunset.reverse": "v3"}
 
 
@@ -166,10 +177,74 @@ def test_style_mode_trains_new_styles_on_a_bit_identical_base(
     assert sorted(p.name for p in (Path(local_store) / "bases").iterdir()) == [base_id]
     loaded = load_style(Catalog(local_store), "dusk.reverse")
     assert loaded.ref.base_id == base_id and loaded.meta["mode"] == "style"
-    assert loaded.meta["settings"]["base"] == base_id and loaded.meta["settings"]["preset"] == "lite"
+    recipe = Recipe.from_dict(loaded.meta["recipe"])
+    assert recipe.mode == "style" and recipe.base == loaded.base.digest() and recipe.base[:16] == base_id
+    assert recipe.preset == "lite" and recipe.net == loaded.base.config and recipe.schedule.iterations == 2
 
     mismatch = train("--pairs", new, "--store", local_store, "--mode", "style", "--base", base_id, "--preset", "paper")
     assert mismatch.exit_code == 2 and f"base {base_id} has the 'lite' architecture, not 'paper'" in mismatch.stderr
+
+
+def test_a_changed_default_or_algorithm_version_retrains_and_says_why(
+    ray_session: None, tmp_path: Path, local_store: str, photos: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a nightly `train` job relies on: a new method is picked up without a flag. The recipe
+    is resolved in this (driver) process and the tasks train from it alone, so patching the
+    registry here is what they train with."""
+    pairs = write_pairs(str(tmp_path / "pairs.parquet"), [(photos["content1"], photos["style1"], "sunset")])
+    assert results(train("--pairs", pairs, "--store", local_store, *FAST, "--json"))["sunset"]["status"] == "ok"
+    lite = PRESETS["lite"]
+    firmer = dataclasses.replace(lite, colour_weight=31.0)
+    floored = dataclasses.replace(firmer, net=dataclasses.replace(lite.net, lut_entry_floor=0.3))
+    changes = [  # each on top of the one before
+        (firmer, None, "loss.colour_weight 30.0 -> 31.0"),
+        (floored, None, "net.lut_entry_floor 0.4 -> 0.3"),
+        (floored, ALGORITHM_VERSION + 1, f"algorithm_version {ALGORITHM_VERSION} -> {ALGORITHM_VERSION + 1}"),
+    ]
+    for version, (preset, algorithm, change) in enumerate(changes, start=2):
+        monkeypatch.setitem(PRESETS, "lite", preset)
+        if algorithm:
+            monkeypatch.setattr("photostyle.recipe.ALGORITHM_VERSION", algorithm)
+        row = results(train("--pairs", pairs, "--store", local_store, *FAST, "--json"))["sunset"]
+        assert row["status"] == "ok" and row["note"] == f"retrained: recipe changed ({change})", row
+        assert [s["version"] for s in row["styles"]] == [f"v{version}"] * 2
+        meta = load_style(Catalog(local_store), "sunset").meta
+        recorded = Recipe.from_dict(meta["recipe"])
+        assert recorded.net == preset.net and recorded.loss.colour_weight == preset.colour_weight
+        again = train("--pairs", pairs, "--store", local_store, *FAST)  # and then it is the same again
+        assert again.stdout.splitlines()[-1] == "1 row(s): 0 trained, 1 skipped, 0 failed", again.output
+    assert versions(local_store) == {"sunset": "v4", "sunset.reverse": "v4"}
+
+
+def test_styles_trained_before_recipes_are_retrained_and_their_bases_keep_getting_new_styles(
+    ray_session: None, tmp_path: Path, local_store: str, photos: dict[str, str]
+) -> None:
+    """A store written by the code before recipes: lite-cells bases with `arch` only, styles with
+    7-key `settings` and `hyperparameters`."""
+    catalog = Catalog(local_store)
+    base, styles = split_net(StyleNet(PRESETS["lite-cells"].net, num_styles=2))
+    base_id = catalog.publish_base(dict(base.tensors), {"preset": "lite-cells", "arch": OLD_LITE_CELLS_ARCH})
+    old_meta = {
+        "pair": "sunset",
+        "mode": "pair",
+        "content": {"uri": photos["content1"], "sha256": sha256(photos["content1"])},
+        "style": {"uri": photos["style1"], "sha256": sha256(photos["style1"])},
+        "settings": {"preset": "lite", "iterations": 2, "crop": 32, "seed": 0, "loss_net": "vgg19", "loss_weights": "random", "base": None},
+        "hyperparameters": {"preset": "lite", "iterations": 2},
+    }
+    for name, style in (("sunset", styles[0]), ("sunset.reverse", styles[1])):
+        catalog.publish_style(name, dict(style.tensors), old_meta, base_id=base_id)
+    pairs = write_pairs(str(tmp_path / "pairs.parquet"), [(photos["content1"], photos["style1"], "sunset")])
+    row = results(train("--pairs", pairs, "--store", local_store, *FAST, "--json"))["sunset"]
+    assert row["status"] == "ok" and row["note"] == "retrained: recipe changed (none recorded)"
+    assert versions(local_store) == {"sunset": "v2", "sunset.reverse": "v2"}
+
+    new = write_pairs(str(tmp_path / "new.parquet"), [(photos["content2"], photos["style2"], "dusk")])
+    out = train("--pairs", new, "--store", local_store, "--mode", "style", "--base", base_id, *FAST[2:], "--json")
+    assert out.exit_code == 0, out.output
+    assert results(out)["dusk"]["base"] == base_id
+    recipe = Recipe.from_dict(load_style(catalog, "dusk").meta["recipe"])
+    assert recipe.preset == "lite-cells" and recipe.net == PRESETS["lite-cells"].net and recipe.base == base.digest()
 
 
 @pytest.fixture
@@ -266,12 +341,8 @@ def test_s3_store_photos_manifest_and_loss_network_weights(
         for directory in set(cache.iterdir()) - cached_before if cache.exists() else ():
             shutil.rmtree(directory)
     meta = load_style(Catalog(s3_store), "harbour").meta
-    assert meta["loss_network"] == {
-        "arch": "vgg16",
-        "weights": "file:vgg16.safetensors",
-        "sha256": vgg16_weights.sha256,
-    }
-    assert meta["settings"]["loss_weights"] == {"uri": weights_uri, "sha256": vgg16_weights.sha256}
+    assert meta["recipe"]["loss_net"] == {"arch": "vgg16", "weights": "file", "sha256": vgg16_weights.sha256, "seed": None}
+    assert meta["loss_weights_uri"] == weights_uri
     assert meta["content"]["uri"] == f"s3://{bucket}/photos/content1.png"
 
 
@@ -316,7 +387,8 @@ def test_a_lost_worker_is_retried_then_becomes_its_rows_error(
         os._exit(1)
 
     monkeypatch.setattr(training_jobs, "_train_row_task", ray.remote(max_retries=1, retry_exceptions=False)(crash))
-    [result] = training_jobs.run_rows([Row("lost", "c.png", "s.png")], TrainJob(store=local_store))
+    job = TrainJob(store=local_store, recipe=TrainConfig(loss_weights="random").resolve())
+    [result] = training_jobs.run_rows([Row("lost", "c.png", "s.png")], job)
     assert attempts.read_text() == "lostlost"
     assert result.status == "error" and result.error.startswith("WorkerCrashedError: ")
     assert result.to_json()["base"] is None and result.to_json()["styles"] == []

@@ -3,9 +3,9 @@ import dataclasses
 import pytest
 import torch
 
-from photostyle import StylePair, Stylizer, TrainConfig, default_loss_config, train_pair, train_style
+from photostyle import LossNetIdentity, StylePair, Stylizer, TrainConfig, default_loss_config, train_pair, train_style
 from photostyle.model import identity_style
-from tests.photos import content, open_rgb, style
+from tests.photos import HED_VGG16_SHA256, content, open_rgb, style
 
 PLUMBING = TrainConfig(preset="lite", iterations=3, crop=32, train_side=64, loss_net="vgg16", loss_weights="random", log_every=1)
 
@@ -29,8 +29,9 @@ def test_train_pair_returns_a_base_two_styles_and_a_report(pair):
     report = pair.report
     assert report.iterations == 3 and len(report.history) == 3
     assert set(report.final_losses) == {"total", "content", "style", "colour", "cycle", "self"}
-    assert report.loss_network["weights"] == "random"
-    assert report.config["crop"] == 32 and report.config["preset"] == "lite"
+    assert report.recipe.loss_net == LossNetIdentity("vgg16", "random", seed=0)
+    assert report.recipe == PLUMBING.resolve()
+    assert report.recipe.schedule.crop == 32 and report.recipe.preset == "lite"
     assert report.seconds > 0
 
 
@@ -51,16 +52,16 @@ def test_train_style_trains_norms_only_and_leaves_the_base_bit_identical(photos,
     Stylizer(new.base, new.style)(photos[0])  # the new style runs on the old base
 
 
-def test_train_style_defaults_to_half_the_iterations():
-    cfg = TrainConfig(preset="lite")
-    assert cfg.resolved(style_only=True).iterations == cfg.resolved().iterations // 2
+def test_train_style_defaults_to_half_the_iterations(pair):
+    cfg = TrainConfig(preset="lite", loss_weights="random")
+    assert cfg.resolve(base=pair.base).schedule.iterations == cfg.resolve().schedule.iterations // 2
 
 
 def test_each_preset_trains_its_colour_term_at_the_weight_it_was_tuned_with():
-    assert TrainConfig(preset="lite", loss_net="vgg16").resolved().loss.colour_weight == 30.0
-    assert TrainConfig(preset="lite-cells", loss_net="vgg16").resolved().loss.colour_weight == 10.0
+    assert TrainConfig(preset="lite", loss_net="vgg16").resolve().loss.colour_weight == 30.0
+    assert TrainConfig(preset="lite-cells", loss_net="vgg16").resolve().loss.colour_weight == 10.0
     own = dataclasses.replace(default_loss_config("vgg16"), colour_weight=5.0)
-    assert TrainConfig(preset="lite", loss_net="vgg16", loss=own).resolved().loss == own
+    assert TrainConfig(preset="lite", loss_net="vgg16", loss=own).resolve().loss == own
 
 
 def test_bad_settings_are_refused(photos):
@@ -74,7 +75,7 @@ def test_bad_settings_are_refused(photos):
 
 def test_losses_fall_on_a_real_pair_with_the_trained_vgg16(hed_pair):
     history = hed_pair.report.history
-    assert hed_pair.report.loss_network["weights"] == "file:vgg16-hed-bsds500.safetensors"
+    assert hed_pair.report.recipe.loss_net == LossNetIdentity("vgg16", "file", sha256=HED_VGG16_SHA256)
     first = sum(h["total"] for h in history[:2]) / 2
     last = sum(h["total"] for h in history[-2:]) / 2
     assert last < 0.7 * first, [round(h["total"], 3) for h in history]

@@ -7,7 +7,7 @@ from photostyle.weights import WeightsError, dumps, load_file, loads, save_file,
 
 def test_base_and_style_round_trip_exactly_through_bytes():
     torch.manual_seed(0)
-    net = StyleNet(get_preset("lite"), num_styles=2)
+    net = StyleNet(get_preset("lite").net, num_styles=2)
     with torch.no_grad():
         for p in net.parameters():
             p.add_(torch.randn_like(p))
@@ -43,7 +43,7 @@ def test_bad_weights_data_is_refused_naming_the_source(data, cause):
 
 
 def test_a_style_file_is_not_a_base():
-    _, styles = split_net(StyleNet(get_preset("lite"), num_styles=1))
+    _, styles = split_net(StyleNet(get_preset("lite").net, num_styles=1))
     with pytest.raises(WeightsError, match="not a photostyle base"):
         Base.from_bytes(styles[0].to_bytes(), source="s.safetensors")
 
@@ -54,7 +54,7 @@ def test_non_string_metadata_is_refused():
 
 
 def test_a_style_from_another_architecture_does_not_fit():
-    base, _ = split_net(StyleNet(get_preset("lite"), num_styles=1))
-    _, paper_styles = split_net(StyleNet(get_preset("paper"), num_styles=1))
+    base, _ = split_net(StyleNet(get_preset("lite").net, num_styles=1))
+    _, paper_styles = split_net(StyleNet(get_preset("paper").net, num_styles=1))
     with pytest.raises(ValueError, match="does not fit this base"):
         build_net(base, paper_styles)

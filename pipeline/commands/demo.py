@@ -28,7 +28,7 @@ from pipeline.commands.preview import write_preview
 from pipeline.published import load_style
 from pipeline.ray_runtime import ensure_ray
 from pipeline.storage import resolve_store
-from pipeline.training_jobs import STATUS_ERROR, Row, TrainJob, resolve_job, run_rows
+from pipeline.training_jobs import STATUS_ERROR, Row, plan_job, run_rows
 
 __all__ = ["demo"]
 
@@ -66,7 +66,7 @@ def _loss_network(vgg_weights: str | None) -> tuple[str, str | None]:
         log.warning(
             "\n%s\nImageNet VGG19 weights are not available here (%s).\n"
             "The demo continues with a RANDOM loss network: the plumbing runs end to end, but the style\n"
-            "says little about quality (its meta.json records loss_network.weights = 'random').\n"
+            "says little about quality (its meta.json records recipe.loss_net.weights = 'random').\n"
             "For real results pass the weights: pst-pipeline demo --vgg-weights PATH_OR_URI\n%s",
             "=" * 78,
             str(exc).split(" (")[0],
@@ -100,9 +100,7 @@ def demo(store: str | None, workdir: Path, vgg_weights: str | None, iterations: 
     with reported(store_uri):
         ensure_ray()
         cpus = max(1.0, float(ray.cluster_resources().get("CPU", 1)))  # one row: give it every core
-        job = resolve_job(
-            TrainJob(store=store_uri, iterations=iterations, loss_net=loss_net, vgg_weights=weights, cpus_per_task=cpus)
-        )
+        job = plan_job(store_uri, iterations=iterations, loss_net=loss_net, vgg_weights=weights, cpus_per_task=cpus)
         log.info("demo: training style %r (lite preset) from %s and %s", STYLE_NAME, *_PAIR)
         (trained,) = run_rows([Row(STYLE_NAME, content, style)], job)
         if trained.status == STATUS_ERROR:
@@ -120,7 +118,7 @@ def demo(store: str | None, workdir: Path, vgg_weights: str | None, iterations: 
 
     click.echo(
         f"""
-Style   {loaded.ref.spec} (base {loaded.ref.base_id}, loss network: {loaded.meta['loss_network']['weights']})
+Style   {loaded.ref.spec} (base {loaded.ref.base_id}, loss network: {loaded.meta['recipe']['loss_net']['weights']})
 Store   {store_uri}
 Photos  {rel(inputs)}  ->  {rel(outputs)}  ({result.processed} stylised, {result.errors} errors)
 Sheet   {rel(sheet)}  ({shown} photos, input | output)

@@ -29,7 +29,7 @@ from pipeline.evaluation import (
     write_report,
 )
 from pipeline.storage import resolve_store
-from pipeline.training_jobs import SettingsError, TrainJob, resolve_job
+from pipeline.training_jobs import SettingsError, TrainJob, plan_job
 
 __all__ = ["eval_command"]
 
@@ -129,6 +129,6 @@ def _train_job(store: str, settings: dict[str, Any]) -> TrainJob:
     """``train``'s job for these flags (pair mode), resolved; bad combinations are usage errors."""
     fields = {name: value for name, value in settings.items() if name != "gpus_per_task"}
     try:
-        return resolve_job(TrainJob(store=store, **fields))
+        return plan_job(store, **fields)
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from exc

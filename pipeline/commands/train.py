@@ -18,9 +18,8 @@ from pipeline.training_jobs import (
     STATUS_SKIPPED,
     RowResult,
     SettingsError,
-    TrainJob,
     load_rows,
-    resolve_job,
+    plan_job,
     run_rows,
 )
 
@@ -64,25 +63,27 @@ def train(
     """Train one style pair per row of the pairs manifest, as Ray tasks, and publish them.
 
     Each row publishes NAME (the style photo's look) and NAME.reverse (the content photo's look).
-    Rows already trained from the same photos with the same settings are skipped. Uses the Ray
-    cluster at $RAY_ADDRESS, else a local Ray. Exit status 1 if any row failed."""
-    job = TrainJob(
-        store=resolve_store(store),
-        mode=mode,
-        preset=preset,
-        iterations=iterations,
-        crop=crop,
-        seed=seed,
-        loss_net=loss_net,
-        vgg_weights=vgg_weights,
-        base=base_id,
-        force=force,
-        cpus_per_task=cpus_per_task,
-    )
-    with reported(job.store):
+    Rows already trained from the same photos with the same recipe are skipped; rows trained
+    under another recipe (another algorithm version, a changed default or flag) are trained again
+    and say so ("retrained: recipe changed (...)"). Uses the Ray cluster at $RAY_ADDRESS, else a
+    local Ray. Exit status 1 if any row failed."""
+    store_uri = resolve_store(store)
+    with reported(store_uri):
         rows = load_rows(pairs_uri)
         try:
-            job = resolve_job(job)
+            job = plan_job(
+                store_uri,
+                mode=mode,
+                base=base_id,
+                preset=preset,
+                iterations=iterations,
+                crop=crop,
+                seed=seed,
+                loss_net=loss_net,
+                vgg_weights=vgg_weights,
+                force=force,
+                cpus_per_task=cpus_per_task,
+            )
         except SettingsError as exc:
             raise click.UsageError(str(exc)) from exc
     results = run_rows(rows, job, gpus_per_task=gpus_per_task)
@@ -105,7 +106,7 @@ def _echo_summary(results: list[RowResult]) -> None:
         if r.status == STATUS_ERROR:
             detail = r.error
         else:
-            detail = f"base {r.base}  " + " ".join(ref.spec for ref in r.styles)
+            detail = f"base {r.base}  " + " ".join(ref.spec for ref in r.styles) + (f"  ({r.note})" if r.note else "")
         click.echo(f"{r.name.ljust(width)}  {r.status.ljust(7)}  {r.seconds:7.1f} s  {detail}")
     counts = Counter(r.status for r in results)
     click.echo(

@@ -50,14 +50,14 @@ def gemm_peak_gflops(device: torch.device, n: int = 2048, seconds: float = 2.0) 
 
 
 def model_flops_per_pixel(preset: str, side: int = 256) -> float:
-    net = StyleNet(get_preset(preset), num_styles=1).eval()
+    net = StyleNet(get_preset(preset).net, num_styles=1).eval()
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         net(torch.rand(1, 3, side, side), 0)
     return counter.get_total_flops() / side**2
 
 
 def stylise_seconds_per_mp(preset: str, device: torch.device, side: int = 512, reps: int = 5) -> float:
-    base, styles = split_net(StyleNet(get_preset(preset), num_styles=1))
+    base, styles = split_net(StyleNet(get_preset(preset).net, num_styles=1))
     stylizer = Stylizer(base, styles[0], device=device)
     x = torch.rand(1, 3, side, side)
     stylizer.tensor(x)  # warm-up (allocator, cuDNN autotune)
