@@ -1,10 +1,14 @@
-"""A colour lookup table that shares the affine head's colour maps among pixels of one colour.
+"""How the affine heads share their per-pixel colour maps: a colour table, or a bilateral grid.
+
+:class:`ColourLUT` (the ``lut`` head) shares the maps among pixels of one colour over the whole
+photo; :func:`edge_aware_mean` (the ``affine`` head, ``lite-cells``) among pixels of similar
+brightness within a cell.
 
 The maps the head predicts per pixel are averaged over the whole photo among pixels of similar
 CIE Lab colour, and each pixel reads back the average of its own colour. The result is a function
 of colour alone, like a colourist's 3-D LUT: two pixels of the same colour get the same recolouring
 wherever they are. So a flat sky cannot get a patch of the style's lights painted into part of it,
-which per-cell maps (:func:`photostyle.network.edge_aware_mean`) allowed (see README, Quality).
+which per-cell maps (:func:`edge_aware_mean`) allowed (see README, Quality).
 
 Splat: each pixel adds its maps to the 8 table entries around its colour with trilinear (tent)
 weights. Slice: each pixel reads the table trilinearly at its colour (gathering the same 8
@@ -18,11 +22,12 @@ from __future__ import annotations
 import itertools
 
 import torch
+import torch.nn.functional as F
 
 from photostyle.colour import rgb_to_lab
 from photostyle.norm import WholePhotoStatistics
 
-__all__ = ["ColourLUT"]
+__all__ = ["ColourLUT", "edge_aware_mean"]
 
 _CHUNK = 65536  # pixels per pass: each pass's temporaries stay in cache (3-4x faster at 1 MP on CPU)
 
@@ -104,3 +109,60 @@ def _slice(table: torch.Tensor, corners: Corners) -> torch.Tensor:
     """Read ``table`` trilinearly at the colours the corners were made for: ``(B, C + 1, N)``."""
     c1 = table.shape[1]
     return sum(torch.gather(table, 2, flat[:, None].expand(-1, c1, -1)) * weight[:, None] for flat, weight in corners)
+
+
+def edge_aware_mean(maps: torch.Tensor, guide: torch.Tensor, *, cell: int, bins: int, level_floor: float) -> torch.Tensor:
+    """Average ``maps`` over ``cell`` px cells among pixels of similar ``guide`` (a bilateral grid).
+
+    Splat: each pixel adds its values to the two nearest of ``bins`` guide levels of its cell,
+    with tent weights, and the cells are averaged. Slice: each pixel reads the grid at its own
+    position and guide level (trilinear). Its result, normalised by the weight read the same way,
+    is a smooth spatial average over pixels whose guide lies within about 2 / (bins - 1) of its
+    own: across a strong brightness edge almost nothing is shared. Every level also holds
+    ``level_floor`` of the whole cell's average, so a level only a few pixels fall in (a
+    star, a catchlight) follows its surroundings instead of those pixels' own transforms.
+    ``bins=1`` is plain cell averaging.
+    In float32 whatever the autocast dtype: a cell sums up to ``cell``^2 pixels.
+    """
+    c = maps.shape[1]
+    level = guide.float().clamp(0, 1) * (bins - 1)  # each pixel's fractional level
+    values = torch.cat([maps.float(), torch.ones_like(level)], dim=1)  # the last channel carries weight
+    sliced = _grid_slice(_grid_splat(values, level, cell, bins, level_floor), level, bins)
+    return (sliced[:, :c] / sliced[:, c:].clamp_min(1e-8)).to(maps.dtype)
+
+
+def _grid_splat(values: torch.Tensor, level: torch.Tensor, cell: int, bins: int, level_floor: float) -> torch.Tensor:
+    """Per-cell, per-level averages ``(B, C, bins, cells high, cells wide)`` of tent-weighted values."""
+    b, c, h, w = values.shape
+    grid_h, grid_w = -(-h // cell), -(-w // cell)
+    cells = grid_h * grid_w
+    lower = level.floor().clamp(max=max(bins - 2, 0))
+    upper_share = (level - lower).view(b, 1, h * w)  # 0 when bins == 1
+    rows = torch.arange(h, device=values.device) // cell
+    cols = torch.arange(w, device=values.device) // cell
+    cell_of_pixel = (rows[:, None] * grid_w + cols).view(1, 1, h * w)
+    index = (lower.long().view(b, 1, h * w) * cells + cell_of_pixel).expand(-1, c, -1)
+    flat = values.reshape(b, c, h * w)
+    grid = values.new_zeros(b, c, (bins + 1) * cells)  # a spare level keeps bins == 1 in range
+    grid = grid.scatter_add(2, index, flat * (1 - upper_share)).scatter_add(2, index + cells, flat * upper_share)
+    grid = grid.view(b, c, bins + 1, grid_h, grid_w)[:, :, :bins] / _pixels_per_cell(h, w, cell, values)
+    return grid + level_floor * grid.sum(dim=2, keepdim=True)
+
+
+def _grid_slice(grid: torch.Tensor, level: torch.Tensor, bins: int) -> torch.Tensor:
+    """Read ``grid`` trilinearly at every pixel's own position and level: ``(B, C, H, W)``."""
+    b, _, h, w = level.shape
+    ys = ((torch.arange(h, device=level.device, dtype=level.dtype) + 0.5) * (2 / h) - 1).view(1, h, 1)
+    xs = ((torch.arange(w, device=level.device, dtype=level.dtype) + 0.5) * (2 / w) - 1).view(1, 1, w)
+    zs = (level[:, 0] + 0.5) * (2 / bins) - 1
+    where = torch.stack([xs.expand(b, h, w), ys.expand(b, h, w), zs], dim=-1)[:, None]  # grid_sample's xyz
+    return F.grid_sample(grid, where, mode="bilinear", padding_mode="border", align_corners=False)[:, :, 0]
+
+
+def _pixels_per_cell(h: int, w: int, cell: int, like: torch.Tensor) -> torch.Tensor:
+    """How many pixels each cell holds (the last row and column of cells may be partial)."""
+    def counts(n: int) -> torch.Tensor:
+        starts = torch.arange(0, n, cell, device=like.device, dtype=like.dtype)
+        return (n - starts).clamp(max=cell)
+
+    return counts(h)[:, None] * counts(w)[None, :]

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from photostyle.colour import luma
-from photostyle.lut import ColourLUT
+from photostyle.lut import ColourLUT, edge_aware_mean
 from photostyle.norm import ConditionalInstanceNorm2d
 from photostyle.presets import NetConfig
 
@@ -144,63 +144,6 @@ class LUTHead(AffineHead):
 
     def share(self, coeffs: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         return self.lut(coeffs, image)
-
-
-def edge_aware_mean(maps: torch.Tensor, guide: torch.Tensor, *, cell: int, bins: int, level_floor: float) -> torch.Tensor:
-    """Average ``maps`` over ``cell`` px cells among pixels of similar ``guide`` (a bilateral grid).
-
-    Splat: each pixel adds its values to the two nearest of ``bins`` guide levels of its cell,
-    with tent weights, and the cells are averaged. Slice: each pixel reads the grid at its own
-    position and guide level (trilinear). Its result, normalised by the weight read the same way,
-    is a smooth spatial average over pixels whose guide lies within about 2 / (bins - 1) of its
-    own: across a strong brightness edge almost nothing is shared. Every level also holds
-    ``level_floor`` of the whole cell's average, so a level only a few pixels fall in (a
-    star, a catchlight) follows its surroundings instead of those pixels' own transforms.
-    ``bins=1`` is plain cell averaging.
-    In float32 whatever the autocast dtype: a cell sums up to ``cell``^2 pixels.
-    """
-    c = maps.shape[1]
-    level = guide.float().clamp(0, 1) * (bins - 1)  # each pixel's fractional level
-    values = torch.cat([maps.float(), torch.ones_like(level)], dim=1)  # the last channel carries weight
-    sliced = _slice(_splat(values, level, cell, bins, level_floor), level, bins)
-    return (sliced[:, :c] / sliced[:, c:].clamp_min(1e-8)).to(maps.dtype)
-
-
-def _splat(values: torch.Tensor, level: torch.Tensor, cell: int, bins: int, level_floor: float) -> torch.Tensor:
-    """Per-cell, per-level averages ``(B, C, bins, cells high, cells wide)`` of tent-weighted values."""
-    b, c, h, w = values.shape
-    grid_h, grid_w = -(-h // cell), -(-w // cell)
-    cells = grid_h * grid_w
-    lower = level.floor().clamp(max=max(bins - 2, 0))
-    upper_share = (level - lower).view(b, 1, h * w)  # 0 when bins == 1
-    rows = torch.arange(h, device=values.device) // cell
-    cols = torch.arange(w, device=values.device) // cell
-    cell_of_pixel = (rows[:, None] * grid_w + cols).view(1, 1, h * w)
-    index = (lower.long().view(b, 1, h * w) * cells + cell_of_pixel).expand(-1, c, -1)
-    flat = values.reshape(b, c, h * w)
-    grid = values.new_zeros(b, c, (bins + 1) * cells)  # a spare level keeps bins == 1 in range
-    grid = grid.scatter_add(2, index, flat * (1 - upper_share)).scatter_add(2, index + cells, flat * upper_share)
-    grid = grid.view(b, c, bins + 1, grid_h, grid_w)[:, :, :bins] / _pixels_per_cell(h, w, cell, values)
-    return grid + level_floor * grid.sum(dim=2, keepdim=True)
-
-
-def _slice(grid: torch.Tensor, level: torch.Tensor, bins: int) -> torch.Tensor:
-    """Read ``grid`` trilinearly at every pixel's own position and level: ``(B, C, H, W)``."""
-    b, _, h, w = level.shape
-    ys = ((torch.arange(h, device=level.device, dtype=level.dtype) + 0.5) * (2 / h) - 1).view(1, h, 1)
-    xs = ((torch.arange(w, device=level.device, dtype=level.dtype) + 0.5) * (2 / w) - 1).view(1, 1, w)
-    zs = (level[:, 0] + 0.5) * (2 / bins) - 1
-    where = torch.stack([xs.expand(b, h, w), ys.expand(b, h, w), zs], dim=-1)[:, None]  # grid_sample's xyz
-    return F.grid_sample(grid, where, mode="bilinear", padding_mode="border", align_corners=False)[:, :, 0]
-
-
-def _pixels_per_cell(h: int, w: int, cell: int, like: torch.Tensor) -> torch.Tensor:
-    """How many pixels each cell holds (the last row and column of cells may be partial)."""
-    def counts(n: int) -> torch.Tensor:
-        starts = torch.arange(0, n, cell, device=like.device, dtype=like.dtype)
-        return (n - starts).clamp(max=cell)
-
-    return counts(h)[:, None] * counts(w)[None, :]
 
 
 class StyleNet(nn.Module):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
@@ -21,8 +20,6 @@ __all__ = [
     "WeightsError",
     "dumps",
     "loads",
-    "save_file",
-    "load_file",
     "tensors_digest",
 ]
 
@@ -54,21 +51,6 @@ def loads(data: bytes, *, source: str = "<bytes>") -> tuple[dict[str, torch.Tens
     except (SafetensorError, ValueError, UnicodeDecodeError) as exc:
         raise WeightsError(f"{source}: not a valid safetensors file ({exc})") from exc
     return tensors, dict(header.get("__metadata__") or {})
-
-
-def save_file(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    """Write tensors to a local ``.safetensors`` file."""
-    Path(path).write_bytes(dumps(tensors, metadata))
-
-
-def load_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read a local ``.safetensors`` file into (tensors, metadata)."""
-    p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise WeightsError(f"{p}: cannot read weights ({exc.strerror or exc})") from exc
-    return loads(data, source=str(p))
 
 
 def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:

@@ -45,7 +45,7 @@ import ray.data
 from ray.exceptions import RayError
 
 from photostyle.stylize import DEFAULT_WORKING_SIDE
-from pipeline.apply_stages import CommitSpec, DecodeSpec, StyliseActor, read_and_decode, write_and_commit
+from pipeline.apply_stages import CommitSpec, DecodeSpec, StylizeActor, read_and_decode, write_and_commit
 from pipeline.inputs import first_occurrences, list_inputs
 from pipeline.manifests import OUTPUTS_SCHEMA, STATUS_ERROR, compact_run, pending_inputs, write_outputs_part
 from pipeline.outputs import SAME_FORMAT, OutputLayout, new_run_id
@@ -193,10 +193,10 @@ def build_dataset(plan: Plan, options: ApplyOptions) -> ray.data.Dataset:
     ds = ray.data.from_arrow(pa.table({"input_uri": plan.todo}), override_num_blocks=blocks)
     if not gpus:
         actor_args = {**model, "device": "cpu", "decode": decode, "commit": commit}
-        return ds.map_batches(StyliseActor, fn_constructor_kwargs=actor_args, compute=pool, num_cpus=1, **common)
+        return ds.map_batches(StylizeActor, fn_constructor_kwargs=actor_args, compute=pool, num_cpus=1, **common)
     ds = ds.map_batches(read_and_decode, fn_kwargs={"spec": decode}, num_cpus=1, udf_modifying_row_count=False, **common)
     ds = ds.map_batches(
-        StyliseActor,
+        StylizeActor,
         fn_constructor_kwargs={**model, "device": None},
         compute=pool,
         num_gpus=gpus,

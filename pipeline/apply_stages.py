@@ -31,7 +31,7 @@ from pipeline.manifests import STATUS_ERROR, STATUS_OK, write_outputs_part
 from pipeline.outputs import OutputLayout
 from pipeline.storage import filesystem, join, read_bytes, write_atomic
 
-__all__ = ["SUMMARY_SCHEMA", "CommitSpec", "DecodeSpec", "StyliseActor", "read_and_decode", "stylise", "write_and_commit"]
+__all__ = ["SUMMARY_SCHEMA", "CommitSpec", "DecodeSpec", "StylizeActor", "read_and_decode", "stylize_batch", "write_and_commit"]
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def read_and_decode(batch: pa.Table, spec: DecodeSpec) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=DECODED_SCHEMA)
 
 
-def stylise(stylizer: Stylizer, batch: pa.Table) -> pa.Table:
+def stylize_batch(stylizer: Stylizer, batch: pa.Table) -> pa.Table:
     """Replace each decoded photo's pixels by the stylised ones (same size), timing the model."""
     pixels, seconds, errors = [], [], batch["error"].to_pylist()
     for i, (uri, data, width, height) in enumerate(
@@ -191,7 +191,7 @@ def _summary(ok: int, errors: int, model_seconds: float) -> dict[str, list]:
     return {"ok": [ok], "errors": [errors], "model_seconds": [model_seconds]}
 
 
-class StyliseActor:
+class StylizeActor:
     """A Ray Data actor: builds the style's network once, then stylises batch after batch.
 
     The weights arrive as bytes (a few MB at most), so actors need no access to the style
@@ -221,5 +221,5 @@ class StyliseActor:
     def __call__(self, batch: pa.Table) -> pa.Table:
         if self.decode is not None:
             batch = read_and_decode(batch, self.decode)
-        batch = stylise(self.stylizer, batch)
+        batch = stylize_batch(self.stylizer, batch)
         return write_and_commit(batch, self.commit) if self.commit is not None else batch

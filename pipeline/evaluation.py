@@ -66,8 +66,8 @@ __all__ = [
     "published_styles",
     "score_pair",
     "score_pairs",
-    "stylise",
-    "stylise_cross",
+    "stylize_contents",
+    "stylize_cross",
     "train_styles",
     "write_report",
 ]
@@ -183,8 +183,8 @@ def published_styles(catalog: Catalog, pairs: Sequence[EvalPair]) -> dict[str, S
     return refs
 
 
-# ---- stylise with the real apply job --------------------------------------------------------
-def stylise(
+# ---- stylize with the real apply job --------------------------------------------------------
+def stylize_contents(
     catalog: Catalog, pairs: Sequence[EvalPair], refs: Mapping[str, StyleRef], out_uri: str
 ) -> dict[str, str]:
     """Run ``apply`` on each pair's content photo with its style into ``<out>/outputs/<name>/``
@@ -210,7 +210,7 @@ def cross_applications(pairs: Sequence[EvalPair]) -> list[Application]:
     return [Application(p, q) for p in pairs for q in pairs if q.content != p.content]
 
 
-def stylise_cross(
+def stylize_cross(
     catalog: Catalog, applications: Sequence[Application], refs: Mapping[str, StyleRef], out_uri: str
 ) -> dict[str, str]:
     """Run ``apply`` once per style over the content photos it is applied to, into

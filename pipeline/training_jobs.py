@@ -57,7 +57,6 @@ __all__ = [
     "load_rows",
     "plan_job",
     "run_rows",
-    "same_training",
     "train_row",
     "training_change",
 ]
@@ -363,12 +362,6 @@ def training_change(meta: dict[str, Any], provenance: dict[str, Any], recipe: Re
         shown = ", ".join(differences[:3]) + (f" and {len(differences) - 3} more" if len(differences) > 3 else "")
         return f"recipe changed ({shown})"
     return None
-
-
-def same_training(meta: dict[str, Any], provenance: dict[str, Any], recipe: Recipe) -> bool:
-    """Whether ``meta`` records the training ``provenance`` and ``recipe`` describe (see
-    :func:`training_change`)."""
-    return training_change(meta, provenance, recipe) is None
 
 
 def _differences(old: Any, new: Any, path: str = "") -> list[str]:

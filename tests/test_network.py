@@ -3,7 +3,8 @@ import torch
 
 from photostyle import PRESETS, NetConfig, StyleNet, get_preset
 from photostyle.model import split_net
-from photostyle.network import AffineHead, edge_aware_mean
+from photostyle.lut import edge_aware_mean
+from photostyle.network import AffineHead
 
 FLOOR = NetConfig().affine_level_floor  # every level's share of its whole cell, as the presets use it
 

@@ -23,8 +23,8 @@ from pipeline.evaluation import (
     markdown_table,
     published_styles,
     score_pairs,
-    stylise,
-    stylise_cross,
+    stylize_contents,
+    stylize_cross,
     train_styles,
     write_report,
 )
@@ -103,12 +103,12 @@ def eval_command(
                 refs = published_styles(catalog, pairs)
             else:
                 refs = train_styles(pairs, _train_job(uri, settings), gpus_per_task=settings["gpus_per_task"])
-            outputs = stylise(catalog, pairs, refs, out_uri)
+            outputs = stylize_contents(catalog, pairs, refs, out_uri)
             scored = score_pairs(pairs, refs, outputs)
             cross_scored = []
             if cross:
                 applications = cross_applications(pairs)
-                cross_outputs = stylise_cross(catalog, applications, refs, out_uri)
+                cross_outputs = stylize_cross(catalog, applications, refs, out_uri)
                 cross_refs = {a.name: refs[a.style_pair.name] for a in applications}
                 cross_scored = score_pairs([a.as_pair for a in applications], cross_refs, cross_outputs)
         except (EvalError, PlanError, JobFailed) as exc:
