@@ -283,6 +283,7 @@ def test_bad_input_is_one_line_before_any_work(
         (["--pairs", good, "--iterations", "0"], 2, "iterations must be >= 1, got 0"),
         (["--pairs", good, "--cpus-per-task", "1.5"], 2, "neither a fraction below 1 nor a whole number"),
         (["--pairs", good, "--loss-net", "random", "--vgg-weights", "w.pth"], 2, "--vgg-weights cannot be used with"),
+        (["--pairs", good, "--vgg-weights", str(tmp_path / "none.pth")], 2, f"{str(tmp_path / 'none.pth')!r}: no such file"),
     ]
     for args, code, message in cases:
         out = train(*args, "--store", local_store)
