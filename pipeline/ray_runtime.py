@@ -11,6 +11,8 @@ import os
 
 import ray
 
+from pipeline.storage import S3Timeouts
+
 __all__ = ["ensure_ray", "cluster_has_gpus"]
 
 log = logging.getLogger(__name__)
@@ -25,16 +27,24 @@ def ensure_ray() -> None:
     a stale cluster this machine may have run before). Worker output is not forwarded to this
     process: commands print machine-readable results on stdout, and a library's stray print in a
     worker must not end up in them. Rows report their own errors; worker logs stay in Ray's
-    session log directory."""
+    session log directory. Workers get this process's object-store timeouts
+    (:class:`~pipeline.storage.S3Timeouts`), on whichever node they run."""
     if ray.is_initialized():
         return
     address = os.environ.get(ADDRESS_ENV)
+    runtime_env = {"env_vars": S3Timeouts.from_env().env()}
     if address:
         log.info("joining the Ray cluster at %s", address)
-        ray.init(address=address, log_to_driver=False, configure_logging=False)
+        ray.init(address=address, log_to_driver=False, configure_logging=False, runtime_env=runtime_env)
     else:
         log.info("starting a local Ray (set %s to use a cluster)", ADDRESS_ENV)
-        ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(
+            address="local",
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+            runtime_env=runtime_env,
+        )
 
 
 def cluster_has_gpus() -> bool:

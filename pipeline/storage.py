@@ -9,16 +9,24 @@ must be, never overwritten. Those two guarantees are made here, once, per filesy
 - object stores (S3, GCS, ...): a single PUT is atomic by itself; exclusivity is the store's
   conditional create (s3fs sends ``If-None-Match: *`` and reports a taken key as
   ``FileExistsError``).
+
+No object-store call may hang: every S3 filesystem made here has connect and read timeouts and a
+bounded number of attempts (:class:`S3Timeouts`, from ``$PST_S3_*``), so a stalled endpoint
+becomes an error naming the object within a known time.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 import uuid
+from dataclasses import asdict, dataclass, fields
+from typing import ClassVar
 
 import fsspec
+from aiobotocore.session import AioSession
 from botocore.exceptions import BotoCoreError
 from fsspec.implementations.local import LocalFileSystem
 
@@ -28,11 +36,13 @@ __all__ = [
     "STORE_ENV",
     "AlreadyExists",
     "ObjectNotFound",
+    "S3Timeouts",
     "StorageError",
     "filesystem",
     "join",
     "read_bytes",
     "resolve_store",
+    "temporary_name",
     "uri_of",
     "write_atomic",
     "write_exclusive",
@@ -48,6 +58,76 @@ _CONFLICT_RETRIES = 5  # for S3 409 ConditionalRequestConflict, see write_exclus
 # What fsspec backends raise when a store is unreachable, forbidden or misconfigured: OSError
 # subclasses, except botocore's credential/endpoint errors, which s3fs lets through as they are.
 BACKEND_ERRORS: tuple[type[Exception], ...] = (OSError, BotoCoreError)
+
+
+@dataclass(frozen=True)
+class S3Timeouts:
+    """How long an S3 call may take: ``connect`` and ``read`` (seconds without a byte) per
+    attempt, and ``attempts`` in all (botocore's standard retry mode, with backoff). One call
+    therefore fails within about ``attempts * (connect + read)`` seconds plus backoff, never
+    hangs. Read from the environment by every process (workers too), set by the CLI's flags."""
+
+    connect: float = 10.0
+    read: float = 60.0
+    attempts: int = 3
+
+    ENV: ClassVar[dict[str, str]] = {
+        "connect": "PST_S3_CONNECT_TIMEOUT",
+        "read": "PST_S3_READ_TIMEOUT",
+        "attempts": "PST_S3_ATTEMPTS",
+    }
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise StorageError(f"${self.ENV[f.name]}: {f.name} must be a positive number, got {value!r}")
+        if not isinstance(self.attempts, int):
+            raise StorageError(f"${self.ENV['attempts']}: attempts must be a whole number, got {self.attempts!r}")
+
+    @classmethod
+    def from_env(cls) -> "S3Timeouts":
+        values: dict[str, float | int] = {}
+        for f in fields(cls):
+            raw = os.environ.get(cls.ENV[f.name])
+            if raw:
+                try:
+                    values[f.name] = int(raw) if f.name == "attempts" else float(raw)
+                except ValueError:
+                    raise StorageError(f"${cls.ENV[f.name]}: not a number: {raw!r}") from None
+        return cls(**values)
+
+    def env(self) -> dict[str, str]:
+        """These settings as the environment variables :meth:`from_env` reads."""
+        return {self.ENV[k]: str(v) for k, v in asdict(self).items()}
+
+    def storage_options(self) -> dict[str, object]:
+        """s3fs constructor options (botocore's ``Config``) for these settings."""
+        return {
+            "config_kwargs": {
+                "connect_timeout": self.connect,
+                "read_timeout": self.read,
+                "retries": {"max_attempts": self.attempts, "mode": "standard"},
+            }
+        }
+
+
+_S3_PROTOCOLS = ("s3", "s3a")
+
+
+def _session_without_expect_continue() -> AioSession:
+    """A botocore session that sends no ``Expect: 100-continue``. botocore puts it on every
+    upload, and aiohttp then waits for the interim response with no timeout at all, so an
+    endpoint that stalls there would hang a PUT forever whatever the read timeout. Without it,
+    the body (a photo, a manifest part) is sent at once and the read timeout covers the wait
+    for the answer."""
+    session = AioSession()
+    session.register("before-send.s3", _without_expect_continue)
+    return session
+
+
+def _without_expect_continue(request: object, **_: object) -> None:
+    request.headers.pop("Expect", None)  # type: ignore[attr-defined]
 
 
 class StorageError(OSError):
@@ -71,10 +151,18 @@ def resolve_store(store: str | None = None) -> str:
 def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """The fsspec filesystem for any URI (path, ``file://``, ``s3://``, ``gs://``, ``memory://``)
     and the path inside it, without a trailing slash."""
+    protocol, _ = fsspec.core.split_protocol(uri)
+    s3 = protocol in _S3_PROTOCOLS
     try:
-        fs, path = fsspec.core.url_to_fs(uri)
+        fs, path = fsspec.core.url_to_fs(uri, **(S3Timeouts.from_env().storage_options() if s3 else {}))
     except (ValueError, ImportError) as exc:  # unknown scheme, or its fsspec backend not installed
         raise StorageError(f"{uri}: cannot open ({exc})") from exc
+    if s3:
+        # s3fs retries a failed call (botocore's attempts included) 5 more times by default:
+        # with botocore's attempts that multiplies into minutes of a stalled endpoint.
+        fs.retries = 1
+        if fs.session is None:  # a fresh instance (fsspec caches them): before its first call
+            fs.session = _session_without_expect_continue()
     return fs, path.rstrip("/") or path
 
 
@@ -141,10 +229,16 @@ def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
     return isinstance(fs, LocalFileSystem)
 
 
+def temporary_name() -> str:
+    """A hidden, unique name for a file that is renamed once whole. Fixed length (37 bytes), so
+    any name valid in the directory can be written through it (NAME_MAX is 255 bytes)."""
+    return f".tmp-{uuid.uuid4().hex}"
+
+
 def _local_write(path: str, data: bytes, *, exclusive: bool) -> None:
     directory = os.path.dirname(path)
     os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
+    tmp = os.path.join(directory, temporary_name())
     try:
         with open(tmp, "xb") as f:
             f.write(data)
