@@ -7,12 +7,14 @@ same base can be loaded into one network (:func:`build_net`), which is how a bat
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import torch
 
 from photostyle import weights
+from photostyle.architecture import check_base_tensors, config_from_record
 from photostyle.norm import ConditionalInstanceNorm2d
 from photostyle.presets import NetConfig
 from photostyle.network import StyleNet
@@ -24,10 +26,17 @@ _ARCH_KEY = "photostyle.arch"
 
 @dataclass(frozen=True)
 class Base:
-    """Shared convolution weights of a style network, with the architecture that built them."""
+    """Shared convolution weights of a style network, with the architecture that built them.
+
+    Constructing one checks that the weights are exactly what the architecture builds, and that
+    the architecture is within bounds (:mod:`photostyle.architecture`), so no network is ever
+    built from a record that does not describe its weights."""
 
     config: NetConfig
     tensors: Mapping[str, torch.Tensor]
+
+    def __post_init__(self) -> None:
+        check_base_tensors(self.config, self.tensors)
 
     @property
     def num_parameters(self) -> int:
@@ -45,7 +54,10 @@ class Base:
         tensors, meta = weights.loads(data, source=source)
         if _ARCH_KEY not in meta:
             raise weights.WeightsError(f"{source}: not a photostyle base (no {_ARCH_KEY!r} in its metadata)")
-        return cls(NetConfig.from_json(meta[_ARCH_KEY]), tensors)
+        try:
+            return cls(config_from_record(json.loads(meta[_ARCH_KEY])), tensors)
+        except ValueError as exc:  # bad JSON, or an ArchitectureError
+            raise weights.WeightsError(f"{source}: not a valid photostyle base ({exc})") from exc
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,10 @@ This module is the one place that knows the store layout::
 
 Every object is created exclusively (never overwritten), tensors first and ``meta.json`` last, so
 a version without ``meta.json`` is incomplete and invisible, and concurrent publishers of one
-style get distinct versions. Reads check the tensor file's sha256 against ``meta.json``.
+style get distinct versions. Reads check the tensor file's sha256 against ``meta.json``, a
+base's tensors against its id (their digest), and every field the catalog writes into a
+``meta.json``; reads are capped in size, so a hostile store cannot make a reader allocate more
+than :data:`MAX_META_BYTES` / :data:`MAX_TENSOR_BYTES` per object.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import version as _package_version
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -43,6 +46,8 @@ __all__ = [
     "Catalog",
     "CatalogError",
     "ChecksumError",
+    "MAX_META_BYTES",
+    "MAX_TENSOR_BYTES",
     "StyleInfo",
     "StyleNotFound",
     "StyleRef",
@@ -53,6 +58,7 @@ log = logging.getLogger(__name__)
 
 _VERSION_RE = re.compile(r"v([1-9][0-9]*)")
 _BASE_ID_RE = re.compile(r"[0-9a-f]{16}")
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 BASES = "bases"
 STYLES = "styles"
@@ -64,6 +70,10 @@ META = "meta.json"
 _RESERVED = frozenset({"name", "version", "base_id", "sha256", "size", "created", "package_version"})
 # Enough for far more concurrent publishers of one name than a cluster will ever run.
 _MAX_PUBLISH_ATTEMPTS = 64
+# Reads are capped: a meta.json holds settings and a few numbers (a few KB); a base's tensors are
+# bounded by photostyle.architecture.MAX_PARAMETERS (32 MB of float32).
+MAX_META_BYTES = 1 << 20
+MAX_TENSOR_BYTES = 64 << 20
 
 
 class CatalogError(Exception):
@@ -100,13 +110,15 @@ class StyleRef:
 
 @dataclass(frozen=True)
 class StyleInfo:
-    """A line of ``styles list``: the latest version of one style."""
+    """A line of ``styles list``: the latest version of one style, or why it cannot be read
+    (``error``; the other fields are then None)."""
 
     name: str
     version: str
-    base_id: str
-    created: str
-    size: int
+    base_id: str | None
+    created: str | None
+    size: int | None
+    error: str | None = None
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
@@ -158,6 +170,7 @@ class Catalog:
         base_id = tensors_digest(tensors)[:16]
         self._check_meta(meta, f"base {base_id}")
         if self.has_base(base_id):
+            self.load_base(base_id)  # reuse only what really is this base (id, checksum, meta)
             log.info("base %s already in %s", base_id, self.uri)
             return base_id
         data = dumps(tensors)
@@ -168,7 +181,7 @@ class Catalog:
         except AlreadyExists:
             # Left by a publisher that crashed before meta.json, or one racing us: same id means
             # same tensors, but check rather than trust, and describe what is really there.
-            data = self._read(tensors_path)
+            data = self._read(tensors_path, MAX_TENSOR_BYTES)
             existing, _ = loads(data, source=self._uri(tensors_path))
             if tensors_digest(existing)[:16] != base_id:
                 raise ChecksumError(f"checksum mismatch: {self._uri(tensors_path)} does not hold base {base_id}")
@@ -186,10 +199,23 @@ class Catalog:
         self._check_base_id(base_id)
         directory = self._base_dir(base_id)
         try:
-            meta = self._read_meta(join(directory, META))
+            meta = self._read_meta(join(directory, META), base_id=base_id)
         except ObjectNotFound as exc:
             raise BaseNotFound(f"base {base_id} not found in store {self.uri}") from exc
-        return self._load_tensors(join(directory, BASE_TENSORS), meta), meta
+        path = join(directory, BASE_TENSORS)
+        tensors = self._load_tensors(path, meta)
+        digest = tensors_digest(tensors)[:16]
+        if digest != base_id:
+            raise ChecksumError(
+                f"base {base_id} in store {self.uri}: the tensors of {self._uri(path)} have the digest {digest}, "
+                f"not the base's id; refusing to use it"
+            )
+        return tensors, meta
+
+    def base_uri(self, base_id: str) -> str:
+        """The folder of one base, as the user would write it (for messages)."""
+        self._check_base_id(base_id)
+        return self._uri(self._base_dir(base_id))
 
     # ---- styles -------------------------------------------------------------------------
     def publish_style(
@@ -231,7 +257,7 @@ class Catalog:
                 raise StyleNotFound(f"style {name!r} not found in store {self.uri}")
             version = versions[-1]
         try:
-            meta = self._read_meta(join(self._style_dir(name, version), META))
+            meta = self._style_record(name, version)
         except ObjectNotFound as exc:
             known = ", ".join(self._complete_versions(name)) or "none"
             raise StyleNotFound(
@@ -240,20 +266,24 @@ class Catalog:
         return StyleRef(name, version, meta["base_id"])
 
     def style_meta(self, ref: StyleRef) -> dict[str, Any]:
-        """The ``meta.json`` of one style version."""
-        return self._read_meta(join(self._style_dir(ref.name, ref.version), META))
+        """The ``meta.json`` of one style version, its catalog fields checked."""
+        return self._style_record(ref.name, ref.version)
+
+    def _style_record(self, name: str, version: str) -> dict[str, Any]:
+        return self._read_meta(join(self._style_dir(name, version), META), style=(name, version))
 
     def load_style(self, ref: StyleRef) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """The style's norm tensors (checksum verified) and its meta."""
         directory = self._style_dir(ref.name, ref.version)
         try:
-            meta = self._read_meta(join(directory, META))
+            meta = self.style_meta(ref)
         except ObjectNotFound as exc:
             raise StyleNotFound(f"style {ref.spec} not found in store {self.uri}") from exc
         return self._load_tensors(join(directory, STYLE_TENSORS), meta), meta
 
     def list_styles(self) -> list[StyleInfo]:
-        """The latest complete version of every style, by name."""
+        """The latest complete version of every style, by name. A version whose ``meta.json``
+        cannot be read is listed with its ``error``, so one bad entry hides no good one."""
         styles_dir = join(self.root, STYLES)
         self.fs.invalidate_cache(styles_dir)
         latest: dict[str, int] = {}
@@ -266,8 +296,13 @@ class Catalog:
                 latest[parts[0]] = number
         infos = []
         for name, number in sorted(latest.items()):
-            meta = self._read_meta(join(self._style_dir(name, f"v{number}"), META))
-            infos.append(StyleInfo(name, f"v{number}", meta["base_id"], meta["created"], meta["size"]))
+            version = f"v{number}"
+            try:
+                meta = self._style_record(name, version)
+            except (CatalogError, ObjectNotFound) as exc:
+                infos.append(StyleInfo(name, version, None, None, None, error=str(exc)))
+                continue
+            infos.append(StyleInfo(name, version, meta["base_id"], meta["created"], meta["size"]))
         return infos
 
     # ---- internals ----------------------------------------------------------------------
@@ -320,24 +355,45 @@ class Catalog:
         }
         return json.dumps(record, indent=2, sort_keys=True).encode()
 
-    def _read(self, path: str) -> bytes:
+    def _read(self, path: str, limit: int) -> bytes:
+        """The object at ``path``, refused if it is over ``limit`` bytes (at most ``limit`` + 1
+        are ever read)."""
         try:
-            return self.fs.cat_file(path)
+            data = self.fs.cat_file(path, start=0, end=limit + 1)
         except FileNotFoundError as exc:
             raise ObjectNotFound(f"{self._uri(path)}: no such object") from exc
+        if len(data) > limit:
+            raise CatalogError(f"{self._uri(path)}: over {limit:,} bytes, larger than any object the catalog writes")
+        return data
 
-    def _read_meta(self, path: str) -> dict[str, Any]:
-        data = self._read(path)
+    def _read_meta(
+        self, path: str, *, base_id: str | None = None, style: tuple[str, str] | None = None
+    ) -> dict[str, Any]:
+        """A ``meta.json``, refused (naming it and the field) unless every field the catalog
+        writes is there, well-formed, and agrees with where the file is."""
+        uri = self._uri(path)
+        data = self._read(path, MAX_META_BYTES)
         try:
             meta = json.loads(data)
-        except ValueError as exc:
-            raise CatalogError(f"{self._uri(path)}: not valid JSON ({exc})") from exc
-        if not isinstance(meta, dict) or not {"sha256", "base_id"} <= meta.keys():
-            raise CatalogError(f"{self._uri(path)}: not a catalog meta.json (no sha256/base_id)")
+        except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
+            raise CatalogError(f"{uri}: not valid JSON ({exc})") from exc
+        if not isinstance(meta, dict):
+            raise CatalogError(f"{uri}: not a catalog meta.json (a JSON {type(meta).__name__}, not an object)")
+        expected = {"base_id": base_id} if style is None else {"name": style[0], "version": style[1]}
+        for field, check in _RECORD_FIELDS.items():
+            if field in ("name", "version") and style is None:
+                continue
+            if field not in meta:
+                raise CatalogError(f"{uri}: field {field!r} is missing")
+            problem = check(meta[field])
+            if problem:
+                raise CatalogError(f"{uri}: field {field!r}: {problem}, got {_shown(meta[field])}")
+            if expected.get(field) and meta[field] != expected[field]:
+                raise CatalogError(f"{uri}: field {field!r} is {meta[field]!r}, but the file is that of {expected[field]!r}")
         return meta
 
     def _load_tensors(self, path: str, meta: dict[str, Any]) -> dict[str, torch.Tensor]:
-        data = self._read(path)
+        data = self._read(path, MAX_TENSOR_BYTES)
         actual = hashlib.sha256(data).hexdigest()
         if actual != meta["sha256"]:
             raise ChecksumError(
@@ -346,3 +402,30 @@ class Catalog:
             )
         tensors, _ = loads(data, source=self._uri(path))
         return tensors
+
+
+def _pattern(regex: re.Pattern[str], what: str) -> Callable[[Any], str | None]:
+    return lambda v: None if isinstance(v, str) and regex.fullmatch(v) else f"expected {what}"
+
+
+def _of_type(kind: type, what: str) -> Callable[[Any], str | None]:
+    return lambda v: None if isinstance(v, kind) and not isinstance(v, bool) and v != "" else f"expected {what}"
+
+
+# The fields the catalog writes into every meta.json (name and version: styles only), and what
+# each must look like; a record failing one is refused, naming it.
+_RECORD_FIELDS: dict[str, Callable[[Any], str | None]] = {
+    "base_id": _pattern(_BASE_ID_RE, "16 lower-case hex digits"),
+    "sha256": _pattern(_SHA256_RE, "64 lower-case hex digits"),
+    "size": lambda v: None if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_TENSOR_BYTES else "expected a byte count",
+    "created": _of_type(str, "a time stamp (string)"),
+    "package_version": _of_type(str, "a version string"),
+    "name": _of_type(str, "a style name (string)"),
+    "version": _pattern(_VERSION_RE, "v1, v2, ..."),
+}
+
+
+def _shown(value: Any) -> str:
+    """A value for an error message, cut short (a hostile record may hold anything)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
