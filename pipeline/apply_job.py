@@ -33,10 +33,13 @@ from __future__ import annotations
 
 import logging
 import math
+import queue
 import re
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -53,11 +56,23 @@ from pipeline.published import LoadedStyle
 from pipeline.ray_runtime import cluster_has_gpus, ensure_ray
 from pipeline.storage import filesystem, uri_of
 
-__all__ = ["ApplyOptions", "ApplyResult", "JobFailed", "Plan", "PlanError", "build_dataset", "plan_apply", "run_apply"]
+__all__ = [
+    "ApplyOptions",
+    "ApplyResult",
+    "JobFailed",
+    "Plan",
+    "PlanError",
+    "Stalled",
+    "build_dataset",
+    "each_within",
+    "plan_apply",
+    "run_apply",
+]
 
 log = logging.getLogger(__name__)
 
 _MAX_BLOCKS = 1_000  # beyond, blocks hold several batches (see build_dataset)
+T = TypeVar("T")
 
 
 class PlanError(ValueError):
@@ -82,6 +97,7 @@ class ApplyOptions:
     concurrency: int | None = None
     gpus_per_worker: float | None = None
     force: bool = False
+    batch_timeout: float = 1800.0  # seconds without a committed batch before the job is stopped
 
 
 @dataclass(frozen=True)
@@ -215,7 +231,8 @@ def run_apply(plan: Plan, options: ApplyOptions) -> ApplyResult:
     if len(plan.todo):
         ensure_ray()
         try:
-            for summary in build_dataset(plan, options).iter_batches(batch_size=None, batch_format="pyarrow"):
+            summaries = build_dataset(plan, options).iter_batches(batch_size=None, batch_format="pyarrow")
+            for summary in each_within(summaries, options.batch_timeout):
                 fatal = pc.drop_null(summary["fatal"])
                 if len(fatal):
                     raise JobFailed(_stopped(plan, processed + errors, fatal[0].as_py()))
@@ -224,6 +241,8 @@ def run_apply(plan: Plan, options: ApplyOptions) -> ApplyResult:
                 model_seconds += pc.sum(summary["model_seconds"]).as_py()
         except RayError as exc:
             raise JobFailed(_stopped(plan, processed + errors, _root_cause(exc))) from exc
+        except Stalled as exc:
+            raise JobFailed(_stopped(plan, processed + errors, str(exc))) from exc
     _compact(plan)
     ref = plan.style.ref
     return ApplyResult(
@@ -237,6 +256,52 @@ def run_apply(plan: Plan, options: ApplyOptions) -> ApplyResult:
         style_version=ref.version,
         manifest=plan.layout.manifest_uri,
     )
+
+
+class Stalled(Exception):
+    """No item came from an iterator within its deadline."""
+
+
+def each_within(items: Iterator[T], seconds: float) -> Iterator[T]:
+    """``items``, raising :class:`Stalled` when the next one takes more than ``seconds``.
+
+    The deadline behind apply's per-call timeouts: whatever else stops every batch (a worker
+    stuck in native code, a node that never comes, a store call that no timeout covers), the
+    job fails with a clear error instead of waiting forever. ``items`` is drained in a daemon
+    thread, which stops (and closes ``items``) at its next item once the consumer is gone; one
+    that never yields again is abandoned (the command then exits, and Ray with it)."""
+    handoff: queue.Queue[tuple[str, Any]] = queue.Queue()  # unbounded: items are batch summaries
+    consumer_gone = threading.Event()
+
+    def drain() -> None:
+        try:
+            for item in items:
+                if consumer_gone.is_set():
+                    break
+                handoff.put(("item", item))
+        except BaseException as exc:  # noqa: BLE001 -- handed to the consumer, raised there
+            handoff.put(("raised", exc))
+        else:
+            handoff.put(("done", None))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    threading.Thread(target=drain, name="apply-results", daemon=True).start()
+    try:
+        while True:
+            try:
+                kind, value = handoff.get(timeout=seconds)
+            except queue.Empty:
+                raise Stalled(f"no batch was committed for {seconds:g} s (--batch-timeout)") from None
+            if kind == "done":
+                return
+            if kind == "raised":
+                raise value
+            yield value
+    finally:
+        consumer_gone.set()
 
 
 def _compact(plan: Plan) -> None:

@@ -24,7 +24,6 @@ import logging
 import os
 import posixpath
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,9 +40,9 @@ from pipeline.catalog import Catalog, CatalogError, StyleNotFound, StyleRef
 from pipeline.manifests import STATUS_ERROR, STATUS_OK, ManifestError, read_pairs
 from pipeline.names import InvalidName, validate_name
 from pipeline.progress import ProgressView, RowProgress, RowReporter, start_board
-from pipeline.published import REVERSE_SUFFIX, load_base, publish_pair
+from pipeline.published import REVERSE_SUFFIX, check_pair_names, load_base, publish_pair
 from pipeline.ray_runtime import cluster_has_gpus, ensure_ray
-from pipeline.storage import BACKEND_ERRORS, ObjectNotFound, StorageError, filesystem, read_bytes, uri_of
+from pipeline.storage import BACKEND_ERRORS, ObjectNotFound, StorageError, filesystem, read_bytes, temporary_name, uri_of
 
 __all__ = [
     "LOSS_NETS",
@@ -53,6 +52,7 @@ __all__ = [
     "RowResult",
     "SettingsError",
     "TrainJob",
+    "check_names_in_store",
     "fetch_weights",
     "load_rows",
     "plan_job",
@@ -147,6 +147,14 @@ def load_rows(pairs_uri: str) -> list[Row]:
         Row(name, _absolute(content), _absolute(style))
         for name, content, style in zip(names, table["content"].to_pylist(), table["style"].to_pylist())
     ]
+
+
+def check_names_in_store(rows: list[Row], store: str) -> None:
+    """Refuse, before any training, a row whose style names belong to another pair in the
+    store (:func:`pipeline.published.check_pair_names`; publishing checks again)."""
+    catalog = Catalog(store)
+    for row in rows:
+        check_pair_names(catalog, row.name)
 
 
 def plan_job(
@@ -424,7 +432,7 @@ def fetch_weights(uri: str) -> Path:
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".tmp-{uuid.uuid4().hex}-{target.name}")
+    tmp = target.with_name(temporary_name())
     try:
         fs.get_file(path, str(tmp))
         os.replace(tmp, target)

@@ -3,13 +3,13 @@ kill; ``--json`` for schedulers."""
 
 from __future__ import annotations
 
-import json
 
 import click
 
 from photostyle.stylize import DEFAULT_WORKING_SIDE, RENDERS
 from pipeline.apply_job import ApplyOptions, JobFailed, PlanError, plan_apply, run_apply
 from pipeline.catalog import Catalog
+from pipeline.commands.documents import emit
 from pipeline.commands.errors import reported
 from pipeline.commands.options import resource_quantity, store_option
 from pipeline.outputs import FORMATS, SAME_FORMAT
@@ -64,6 +64,14 @@ EXIT_TOO_MANY_ERRORS = 3
 )
 @click.option("--force", is_flag=True, help="Redo every input, also those already done for this style version.")
 @click.option(
+    "--batch-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=ApplyOptions.batch_timeout,
+    show_default=True,
+    metavar="SECONDS",
+    help="Stop the job (exit 1; a rerun resumes) when no batch has been committed for this long.",
+)
+@click.option(
     "--max-error-rate",
     type=click.FloatRange(0, 1),
     default=0.01,
@@ -88,6 +96,7 @@ def apply(
     concurrency: int | None,
     gpus_per_worker: float | None,
     force: bool,
+    batch_timeout: float,
     max_error_rate: float,
     as_json: bool,
 ) -> None:
@@ -121,6 +130,7 @@ def apply(
         concurrency=concurrency,
         gpus_per_worker=gpus_per_worker,
         force=force,
+        batch_timeout=batch_timeout,
     )
     with reported(uri):
         style = load_style(Catalog(uri), style_spec)
@@ -130,7 +140,7 @@ def apply(
         except (PlanError, JobFailed) as exc:
             raise click.ClickException(str(exc)) from exc
     if as_json:
-        click.echo(json.dumps(result.to_json()))
+        emit(result.to_json())
     else:
         click.echo(
             f"{result.style}@{result.style_version}: {result.processed} stylised, {result.errors} failed, "

@@ -4,7 +4,6 @@ optional published reference, as JSON, a Markdown table and a contact sheet."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
@@ -12,6 +11,7 @@ from click.core import ParameterSource
 
 from pipeline.apply_job import JobFailed, PlanError
 from pipeline.catalog import Catalog
+from pipeline.commands.documents import emit
 from pipeline.commands.errors import reported
 from pipeline.commands.options import TRAIN_SETTINGS, store_option, train_options
 from pipeline.evaluation import (
@@ -119,7 +119,7 @@ def eval_command(
     with reported(out_uri):
         written = write_report(out_uri, report, scored, cross_scored)
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        emit(report)
     else:
         click.echo(markdown_table(report), nl=False)
         click.echo(f"wrote {', '.join(written)}")

@@ -3,10 +3,10 @@ results), for people and for monitoring (``--json``)."""
 
 from __future__ import annotations
 
-import json
 
 import click
 
+from pipeline.commands.documents import emit
 from pipeline.commands.errors import reported
 from pipeline.outputs import summarize
 
@@ -24,7 +24,7 @@ def status(output_uri: str, as_json: bool) -> None:
     with reported(output_uri):
         summary = summarize(output_uri)
     if as_json:
-        click.echo(json.dumps(summary, indent=2))
+        emit(summary)
         return
     click.echo(f"{summary['ok']} ok, {summary['error']} failed, {summary['runs']} run(s)")
     for s in summary["styles"]:

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from pipeline.catalog import Catalog
+from pipeline.commands.documents import emit
 from pipeline.commands.errors import reported
 from pipeline.commands.options import store_option
 from pipeline.names import InvalidName
@@ -26,21 +27,28 @@ def styles() -> None:
 @store_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
 def list_styles(store: str | None, as_json: bool) -> None:
-    """Every style with its latest version, base, creation time and size."""
+    """Every style with its latest version, base, creation time and size.
+
+    A style whose latest meta.json cannot be read is listed with its error (JSON: "error"),
+    the others as usual; the exit status is then 1."""
     uri = resolve_store(store)
     with reported(uri):
         infos = Catalog(uri).list_styles()
+    damaged = [i for i in infos if i.error]
     if as_json:
-        click.echo(json.dumps([asdict(i) for i in infos], indent=2))
-        return
-    if not infos:
+        emit([asdict(i) for i in infos])
+    elif not infos:
         click.echo(f"no styles in {uri}", err=True)
-        return
-    rows = [("NAME", "VERSION", "BASE", "CREATED", "SIZE")]
-    rows += [(i.name, i.version, i.base_id, i.created, _human_size(i.size)) for i in infos]
-    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-    for r in rows:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+    else:
+        rows = [("NAME", "VERSION", "BASE", "CREATED", "SIZE")]
+        rows += [(i.name, i.version, i.base_id, i.created, _human_size(i.size)) for i in infos if not i.error]
+        widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+        for r in rows:
+            click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+        for i in damaged:
+            click.echo(f"error: {i.name}@{i.version} cannot be read: {i.error}", err=True)
+    if damaged:
+        raise click.exceptions.Exit(1)
 
 
 @styles.command("show")
@@ -58,7 +66,7 @@ def show_style(spec: str, store: str | None, as_json: bool) -> None:
             raise click.BadParameter(str(exc), param_hint="NAME[@VERSION]") from exc
         meta = catalog.style_meta(ref)
     if as_json:
-        click.echo(json.dumps(meta, indent=2, sort_keys=True))
+        emit(meta)
         return
     width = max(map(len, meta))
     for key in sorted(meta):

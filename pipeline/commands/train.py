@@ -3,12 +3,12 @@ each row's two styles to the store."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 
 import click
 
+from pipeline.commands.documents import emit
 from pipeline.commands.errors import reported
 from pipeline.commands.options import store_option, train_options
 from pipeline.manifests import STATUS_ERROR, STATUS_OK
@@ -18,6 +18,7 @@ from pipeline.training_jobs import (
     STATUS_SKIPPED,
     RowResult,
     SettingsError,
+    check_names_in_store,
     load_rows,
     plan_job,
     run_rows,
@@ -86,10 +87,11 @@ def train(
             )
         except SettingsError as exc:
             raise click.UsageError(str(exc)) from exc
+        check_names_in_store(rows, job.store)
     results = run_rows(rows, job, gpus_per_task=gpus_per_task)
 
     if as_json:
-        click.echo(json.dumps({"results": [r.to_json() for r in results]}, indent=2))
+        emit({"results": [r.to_json() for r in results]})
     else:
         _echo_summary(results)
     failed = [r for r in results if r.status == STATUS_ERROR]
