@@ -58,3 +58,13 @@ def test_read_missing_object_names_it(store: str) -> None:
     uri = f"{store}/nothing/here.jpg"
     with pytest.raises(ObjectNotFound, match="nothing/here.jpg: no such object"):
         read_bytes(uri)
+
+
+@pytest.mark.parametrize("exclusive", [True, False])
+def test_the_longest_valid_names_can_be_written_locally(tmp_path, exclusive: bool) -> None:
+    fs, root = filesystem(str(tmp_path))
+    for length in (250, 255):  # NAME_MAX: a temporary name must not add to the target's
+        path = join(root, "a" * (length - 4) + ".jpg")
+        (write_exclusive if exclusive else write_atomic)(fs, path, b"photo")
+        assert read_bytes(path) == b"photo"
+    assert sorted(len(p.name) for p in tmp_path.iterdir()) == [250, 255]  # and no temporary left
