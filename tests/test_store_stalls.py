@@ -101,7 +101,7 @@ def test_the_timeouts_come_from_flags_or_the_environment(monkeypatch: pytest.Mon
     with pytest.raises(StorageError, match="PST_S3_CONNECT_TIMEOUT"):
         S3Timeouts(connect=0)
     monkeypatch.setenv("PST_S3_ATTEMPTS", "")
-    CliRunner().invoke(main, ["--s3-read-timeout", "7", "--s3-attempts", "4", "styles", "list", "--store", "memory://x"])
+    CliRunner().invoke(main, ["styles", "list", "--s3-read-timeout", "7", "--s3-attempts", "4", "--store", "memory://x"])
     assert (os.environ["PST_S3_READ_TIMEOUT"], os.environ["PST_S3_ATTEMPTS"]) == ("7.0", "4")
     fs, _ = filesystem("s3://bucket/x")
     config = fs.config_kwargs

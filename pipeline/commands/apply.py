@@ -11,7 +11,7 @@ from pipeline.apply_job import ApplyOptions, JobFailed, PlanError, plan_apply, r
 from pipeline.catalog import Catalog
 from pipeline.commands.documents import emit
 from pipeline.commands.errors import reported
-from pipeline.commands.options import resource_quantity, store_option
+from pipeline.commands.options import resource_quantity, s3_timeout_options, store_option
 from pipeline.outputs import FORMATS, SAME_FORMAT
 from pipeline.published import load_style
 from pipeline.storage import resolve_store
@@ -22,6 +22,7 @@ EXIT_TOO_MANY_ERRORS = 3
 
 
 @click.command()
+@s3_timeout_options
 @click.option("--style", "style_spec", required=True, metavar="NAME[@VERSION]", help="Style to apply (latest version when none is given).")
 @click.option("--input", "input_uri", required=True, metavar="URI", help="Folder or bucket prefix (recursive), or a .parquet/.csv manifest with a 'uri' column.")
 @click.option("--output", "output_uri", required=True, metavar="URI", help="Folder or bucket prefix for the results and their manifest (_manifest/).")

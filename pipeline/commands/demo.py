@@ -23,7 +23,7 @@ from photostyle.imageio import encode
 from pipeline.apply_job import ApplyOptions, plan_apply, run_apply
 from pipeline.catalog import Catalog
 from pipeline.commands.errors import reported
-from pipeline.commands.options import store_option
+from pipeline.commands.options import s3_timeout_options, store_option
 from pipeline.commands.preview import write_preview
 from pipeline.published import load_style
 from pipeline.ray_runtime import ensure_ray
@@ -76,6 +76,7 @@ def _loss_network(vgg_weights: str | None) -> tuple[str, str | None]:
 
 
 @click.command()
+@s3_timeout_options
 @store_option
 @click.option(
     "--workdir",

@@ -13,7 +13,7 @@ from pipeline.apply_job import JobFailed, PlanError
 from pipeline.catalog import Catalog
 from pipeline.commands.documents import emit
 from pipeline.commands.errors import reported
-from pipeline.commands.options import TRAIN_SETTINGS, store_option, train_options
+from pipeline.commands.options import TRAIN_SETTINGS, s3_timeout_options, store_option, train_options
 from pipeline.evaluation import (
     EvalError,
     build_cross_report,
@@ -35,6 +35,7 @@ __all__ = ["eval_command"]
 
 
 @click.command("eval")
+@s3_timeout_options
 @click.option(
     "--pairs",
     "pairs_uri",

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import click
 
 from photostyle import PRESETS
-from pipeline.storage import DEFAULT_STORE, STORE_ENV
+from pipeline.storage import DEFAULT_STORE, STORE_ENV, S3Timeouts
 from pipeline.training_jobs import LOSS_NETS
 
-__all__ = ["TRAIN_SETTINGS", "resource_quantity", "store_option", "train_options"]
+__all__ = ["TRAIN_SETTINGS", "resource_quantity", "s3_timeout_options", "store_option", "train_options"]
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -87,3 +89,52 @@ def train_options(command: F) -> F:
     for option in reversed(_TRAIN_OPTIONS):
         command = option(command)
     return command
+
+
+_DEFAULT_TIMEOUTS = S3Timeouts()
+_S3_OPTIONS = (
+    click.option(
+        "--s3-connect-timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        envvar=S3Timeouts.ENV["connect"],
+        default=_DEFAULT_TIMEOUTS.connect,
+        show_default=True,
+        show_envvar=True,
+        metavar="SECONDS",
+        help="Seconds an S3 connection may take to open, per attempt.",
+    ),
+    click.option(
+        "--s3-read-timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        envvar=S3Timeouts.ENV["read"],
+        default=_DEFAULT_TIMEOUTS.read,
+        show_default=True,
+        show_envvar=True,
+        metavar="SECONDS",
+        help="Seconds an S3 call may wait for its next byte, per attempt.",
+    ),
+    click.option(
+        "--s3-attempts",
+        type=click.IntRange(min=1),
+        envvar=S3Timeouts.ENV["attempts"],
+        default=_DEFAULT_TIMEOUTS.attempts,
+        show_default=True,
+        show_envvar=True,
+        help="Attempts per S3 call (with backoff) before it fails.",
+    ),
+)
+
+
+def s3_timeout_options(command: F) -> F:
+    """Add the S3 timeout flags (:class:`~pipeline.storage.S3Timeouts`) to a command. They are
+    put in the environment, where every filesystem of this process reads them and Ray workers
+    get them (``pipeline.ray_runtime``); the command itself does not see them."""
+
+    @functools.wraps(command)
+    def with_timeouts(*args: Any, s3_connect_timeout: float, s3_read_timeout: float, s3_attempts: int, **kwargs: Any) -> Any:
+        os.environ.update(S3Timeouts(s3_connect_timeout, s3_read_timeout, s3_attempts).env())
+        return command(*args, **kwargs)
+
+    for option in reversed(_S3_OPTIONS):
+        with_timeouts = option(with_timeouts)
+    return with_timeouts  # type: ignore[return-value]

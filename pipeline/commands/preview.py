@@ -16,6 +16,7 @@ from PIL import Image
 from photostyle.imageio import ImageDecodeError, decode, encode
 from pipeline import contact_sheet
 from pipeline.commands.errors import reported
+from pipeline.commands.options import s3_timeout_options
 from pipeline.manifests import MANIFEST_DIR, STATUS_OK, ManifestError, read_outputs
 from pipeline.storage import StorageError, filesystem, join, read_bytes, uri_of, write_atomic
 
@@ -29,6 +30,7 @@ _COLUMNS = ["input_uri", "output_uri", "style", "style_version", "finished_at"]
 
 
 @click.command()
+@s3_timeout_options
 @click.option("--output", "output_uri", required=True, metavar="URI", help="An apply --output folder or bucket prefix.")
 @click.option(
     "--n",

@@ -8,12 +8,14 @@ import click
 
 from pipeline.commands.documents import emit
 from pipeline.commands.errors import reported
+from pipeline.commands.options import s3_timeout_options
 from pipeline.outputs import summarize
 
 __all__ = ["status"]
 
 
 @click.command()
+@s3_timeout_options
 @click.option("--output", "output_uri", required=True, metavar="URI", help="An apply --output folder or bucket prefix.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document, for scripts.")
 def status(output_uri: str, as_json: bool) -> None:

@@ -11,7 +11,7 @@ import click
 from pipeline.catalog import Catalog
 from pipeline.commands.documents import emit
 from pipeline.commands.errors import reported
-from pipeline.commands.options import store_option
+from pipeline.commands.options import s3_timeout_options, store_option
 from pipeline.names import InvalidName
 from pipeline.storage import resolve_store
 
@@ -24,6 +24,7 @@ def styles() -> None:
 
 
 @styles.command("list")
+@s3_timeout_options
 @store_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
 def list_styles(store: str | None, as_json: bool) -> None:
@@ -52,6 +53,7 @@ def list_styles(store: str | None, as_json: bool) -> None:
 
 
 @styles.command("show")
+@s3_timeout_options
 @click.argument("spec", metavar="NAME[@VERSION]")
 @store_option
 @click.option("--json", "as_json", is_flag=True, help="The meta.json as is, for scripts.")

@@ -10,7 +10,7 @@ import click
 
 from pipeline.commands.documents import emit
 from pipeline.commands.errors import reported
-from pipeline.commands.options import store_option, train_options
+from pipeline.commands.options import s3_timeout_options, store_option, train_options
 from pipeline.manifests import STATUS_ERROR, STATUS_OK
 from pipeline.storage import resolve_store
 from pipeline.training_jobs import (
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 
 @click.command()
+@s3_timeout_options
 @click.option(
     "--pairs", "pairs_uri", metavar="URI", required=True, help="Pairs manifest (Parquet: content, style, name)."
 )
