@@ -417,7 +417,9 @@ def _of_type(kind: type, what: str) -> Callable[[Any], str | None]:
 _RECORD_FIELDS: dict[str, Callable[[Any], str | None]] = {
     "base_id": _pattern(_BASE_ID_RE, "16 lower-case hex digits"),
     "sha256": _pattern(_SHA256_RE, "64 lower-case hex digits"),
-    "size": lambda v: None if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_TENSOR_BYTES else "expected a byte count",
+    "size": lambda v: None
+    if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_TENSOR_BYTES
+    else f"expected a byte count up to {MAX_TENSOR_BYTES:,}",
     "created": _of_type(str, "a time stamp (string)"),
     "package_version": _of_type(str, "a version string"),
     "name": _of_type(str, "a style name (string)"),
