@@ -115,9 +115,11 @@ def base_architecture(meta: dict[str, Any], where: str) -> NetConfig:
     before recipes, its ``arch`` (fields added since take the values the code had then)."""
     try:
         if "recipe" in meta:
-            net = config_from_record(meta["recipe"].get("net"))
-            Recipe.from_dict(meta["recipe"])  # the rest of the record must be one this code reads too
-            return net
+            recipe = meta["recipe"]
+            # The net first, bounded field by field; then the whole record must be one this code reads.
+            net = config_from_record(recipe["net"]) if isinstance(recipe, dict) and "net" in recipe else None
+            checked = Recipe.from_dict(recipe)
+            return net if net is not None else checked.net
         if "arch" in meta:
             return config_from_record(meta["arch"])
     except ArchitectureError as exc:

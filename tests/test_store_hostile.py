@@ -27,7 +27,7 @@ from pipeline import apply_job, training_jobs
 from pipeline.catalog import MAX_META_BYTES, Catalog, CatalogError, ChecksumError
 from pipeline.cli import main
 from pipeline.published import NameTaken, load_base, load_style, publish_pair
-from pipeline.training_jobs import Row, TrainJob, resolve_job, train_row
+from pipeline.training_jobs import Row, plan_job, train_row
 
 FAST = ["--preset", "lite", "--iterations", "2", "--crop", "32", "--loss-net", "random"]
 
@@ -110,7 +110,7 @@ def test_huge_channel_counts_are_refused_by_name_before_any_worker(
 ) -> None:
     store, base_id = published
     meta = base_meta(store, base_id)
-    edit_json(meta, lambda m: m["arch"].update(channels=[100_000, 200_000, 400_000]))
+    edit_json(meta, lambda m: m["recipe"]["net"].update(channels=[100_000, 200_000, 400_000]))
     no_ray(monkeypatch)
     start = time.monotonic()
     one_line_error(apply_cli(store, photos, tmp_path), str(meta), "arch.channels", "100000")
@@ -142,7 +142,7 @@ def test_an_architecture_that_does_not_build_the_tensors_is_refused(
 ) -> None:
     store, base_id = published
     meta = base_meta(store, base_id)
-    edit_json(meta, lambda m: m["arch"].update(change))
+    edit_json(meta, lambda m: m["recipe"]["net"].update(change))
     with pytest.raises(CatalogError) as info:
         load_base(Catalog(store), base_id)
     message = str(info.value)
@@ -223,7 +223,7 @@ def test_a_base_whose_tensors_are_not_its_id_is_refused_in_apply_and_train(
 def test_train_force_refuses_to_reuse_a_forged_base(tmp_path: Path, photos: Path) -> None:
     store = str(tmp_path / "store")
     row = Row("sunset", str(photos / "a.png"), str(photos / "b.png"))
-    job = resolve_job(TrainJob(store=store, preset="lite", iterations=2, crop=32, loss_net="random", force=True))
+    job = plan_job(store, preset="lite", iterations=2, crop=32, loss_net="random", force=True)
     first = train_row(row, job)
     assert first.status == "ok", first.error
     forge_base(store, first.base)
@@ -290,13 +290,13 @@ def test_a_malformed_style_meta_is_refused_by_name_in_apply_styles_and_train(
     # train: the name check (and the skip check in the task) read the damaged record
     pairs = pairs_manifest(tmp_path / "pairs.parquet", [(str(photos / "a.png"), str(photos / "b.png"), "look")])
     one_line_error(cli("train", "--pairs", pairs, "--store", store, *FAST), str(meta), problem)
-    row = train_row(Row("look", str(photos / "a.png"), str(photos / "b.png")), resolve_job(TrainJob(store=store, loss_net="random", iterations=2, crop=32)))
+    row = train_row(Row("look", str(photos / "a.png"), str(photos / "b.png")), plan_job(store, loss_net="random", iterations=2, crop=32))
     assert row.status == "error" and str(meta) in row.error and problem in row.error
 
 
 @pytest.mark.parametrize(
     "how, problem",
-    [(drop("arch"), "field 'arch' is missing"), (drop("created"), "field 'created' is missing"), (put("arch", [1]), "arch: expected an object")]
+    [(drop("recipe"), "field 'recipe' is missing"), (drop("created"), "field 'created' is missing"), (lambda m: m["recipe"].update(net=[1]), "arch: expected an object")]
     + RAW_DAMAGE,
 )
 def test_a_malformed_base_meta_is_refused_by_name(
