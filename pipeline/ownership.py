@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 
 from pipeline.manifests import MANIFEST_DIR, ManifestError, iter_outputs
 from pipeline.names import InvalidName, validate_name
-from pipeline.storage import AlreadyExists, ObjectNotFound, filesystem, join, uri_of, write_atomic, write_exclusive
+from pipeline.storage import AlreadyExists, filesystem, join, write_atomic, write_exclusive
 
 __all__ = ["OWNER_FILE", "Owner", "OutputTaken", "check_owner", "claim_output", "current_filter", "read_owner"]
 
@@ -142,14 +142,11 @@ def _taken(output_uri: str, owner: str, style: str) -> str:
 def check_owner(output_uri: str, expected: Owner) -> None:
     """Raise :class:`OutputTaken` unless the folder's owner is still ``expected`` (called before
     each batch writes: a newer run may have re-claimed the folder for another version)."""
-    try:
-        owner = read_owner(output_uri)
-    except ObjectNotFound:
-        owner = None
+    owner = read_owner(output_uri)
     if owner != expected:
-        now = owner.spec + f" since run {owner.since}" if owner else "no owner record"
+        now = f"{owner.spec} since run {owner.since}" if owner else "no owner record"
         raise OutputTaken(
-            f"{uri_of(*filesystem(output_uri))} was re-claimed while this run wrote {expected.spec} (now: {now}); "
+            f"{output_uri} was re-claimed while this run wrote {expected.spec} (now: {now}); "
             "stopped before writing over its files"
         )
 

