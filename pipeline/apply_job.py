@@ -187,8 +187,10 @@ def _results_of_others(layout: OutputLayout, todo: pa.Array | pa.ChunkedArray, o
     found = [pa.table({"input_uri": pa.array([], pa.string()), "error": pa.array([], pa.string())})]
     if not len(todo):
         return found[0]
-    full = pc.binary_join_element_wise(layout.output, layout.targets(todo)["path"], "/")
+    full = None  # computed when the first slice of current results arrives (none in a fresh folder)
     for rows in done_slices(layout.output, owner.style, owner.style_version, owner.since, columns=["input_uri", "output_uri"]):
+        if full is None:
+            full = pc.binary_join_element_wise(layout.output, layout.targets(todo)["path"], "/")
         hit = pc.is_in(full, value_set=rows["output_uri"])
         if not pc.any(hit).as_py():
             continue

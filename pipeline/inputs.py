@@ -176,7 +176,15 @@ def scheme_of(uri: str) -> str:
 def refused_schemes(uris: pa.Array | pa.ChunkedArray, allowed: set[str]) -> pa.Table:
     """``input_uri, error`` of the URIs whose scheme (:func:`scheme_of`) is not in ``allowed``:
     a manifest may list anything, and workers must not fetch, say, internal ``http://``
-    addresses because a manifest says so."""
+    addresses because a manifest says so.
+
+    One boolean pass over all URIs; schemes are only extracted from the refused ones."""
+    prefixes = [f"{re.escape(s)}://" for s in sorted(allowed | (_LOCAL_SCHEMES if "file" in allowed else set()))]
+    fetched = "^(" + "|".join(prefixes) + ")" + ("|^/" if "file" in allowed else "")
+    bad = pc.invert(pc.match_substring_regex(uris, fetched, ignore_case=True))
+    if not pc.any(bad).as_py():
+        return pa.table({"input_uri": pa.array([], pa.string()), "error": pa.array([], pa.string())})
+    uris = pc.filter(uris, bad)
     schemes = pc.struct_field(pc.extract_regex(uris, r"^(?P<s>[A-Za-z][A-Za-z0-9+.-]*://)?"), [0])
     schemes = pc.utf8_lower(pc.replace_substring_regex(schemes, "://$", ""))
     schemes = pc.if_else(pc.is_in(schemes, value_set=pa.array(["", *sorted(_LOCAL_SCHEMES)])), "file", schemes)

@@ -479,6 +479,18 @@ def test_apply_goes_on_past_a_junk_manifest_part(ray_session, local_store: str, 
 
 
 # ---- http(s) URIs in a manifest: refused unless --allow-http ---------------------------------
+def test_a_manifest_is_fetched_only_over_the_schemes_the_job_uses() -> None:
+    from pipeline.inputs import refused_schemes
+
+    listed = pa.array(["/a.jpg", "file:///b.jpg", "S3://x/c.jpg", "http://169.254.169.254/latest/x.jpg", "ftp://h/y.jpg"])
+    refused = dict(zip(*refused_schemes(listed, {"file", "s3"}).to_pydict().values()))
+    assert refused == {
+        "http://169.254.169.254/latest/x.jpg": "http://169.254.169.254/latest/x.jpg: scheme 'http' is not fetched without --allow-http",
+        "ftp://h/y.jpg": "ftp://h/y.jpg: scheme 'ftp' is not fetched (only file, s3)",
+    }
+    assert refused_schemes(listed[:3], {"file", "s3"}).num_rows == 0
+
+
 @pytest.mark.timeout(300)
 def test_http_uris_in_a_manifest_are_refused_unless_allowed(ray_session, local_store: str, pairs, tmp_path: Path) -> None:
     publish(local_store, pairs)
