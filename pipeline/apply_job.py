@@ -189,8 +189,13 @@ def _results_of_others(layout: OutputLayout, todo: pa.Array | pa.ChunkedArray, o
         return found[0]
     full = None  # computed when the first slice of current results arrives (none in a fresh folder)
     for rows in done_slices(layout.output, owner.style, owner.style_version, owner.since, columns=["input_uri", "output_uri"]):
-        if full is None:
-            full = pc.binary_join_element_wise(layout.output, layout.targets(todo)["path"], "/")
+        if full is None:  # a million at a time: the transient copies of 10 M paths would cost GBs
+            full = pa.chunked_array(
+                [
+                    pc.binary_join_element_wise(layout.output, layout.targets(todo.slice(i, 1_000_000))["path"], "/")
+                    for i in range(0, len(todo), 1_000_000)
+                ]
+            )
         hit = pc.is_in(full, value_set=rows["output_uri"])
         if not pc.any(hit).as_py():
             continue
