@@ -171,7 +171,7 @@ def summarize(output_uri: str) -> dict[str, Any]:
     owner = read_owner(output_uri)
 
     per_input = table.filter(current_filter(owner)).group_by("input_uri").aggregate([("ok", "max")])
-    ok = pc.sum(per_input["ok_max"]).as_py()
+    ok = pc.sum(per_input["ok_max"]).as_py() or 0  # no current rows yet: a version switch just began
     per_style_input = table.group_by(["style", "style_version", "input_uri"]).aggregate([("ok", "max")])
     per_style = per_style_input.group_by(["style", "style_version"]).aggregate([("ok_max", "sum"), ("ok_max", "count")])
     styles = sorted(

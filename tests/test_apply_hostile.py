@@ -129,6 +129,19 @@ def test_an_output_belongs_to_one_style_and_switching_versions_restyles_it(ray_s
     assert set(current["style_version"].to_pylist()) == {"v1"} and current.num_rows == 3
 
 
+def test_status_right_after_a_version_switch_counts_no_photo_as_current(tmp_path: Path) -> None:
+    from pipeline.ownership import claim_output
+
+    output = str(tmp_path / "out")
+    write_outputs_part(output, rows_of("20260102t000000z-a", ["a.jpg", "b.jpg"]))
+    assert claim_output(output, "sun", "v1", "20260103t000000z-b").since == ""  # its own rows: all count
+    claim_output(output, "sun", "v2", "20260104t000000z-c")  # a v2 run began, nothing committed yet
+    summary = json.loads(status(output).stdout)
+    assert (summary["ok"], summary["error"]) == (0, 0)
+    assert summary["owner"] == {"style": "sun", "style_version": "v2", "since": "20260104t000000z-c"}
+    assert summary["styles"] == [{"style": "sun", "style_version": "v1", "ok": 2, "error": 0}]  # the history stays
+
+
 # ---- item 2: collisions decided on the result path as written -------------------------------
 def test_result_paths_are_written_in_one_spelling_and_their_collisions_refused() -> None:
     manifest = OutputLayout("/out", None, "same")

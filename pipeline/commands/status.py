@@ -43,7 +43,8 @@ def status(output_uri: str, repair: bool, as_json: bool) -> None:
         return
     click.echo(f"{summary['ok']} ok, {summary['error']} failed, {summary['runs']} run(s)")
     if (owner := summary["owner"]) is not None:
-        click.echo(f"  files hold {owner['style']}@{owner['style_version']} (since run {owner['since'] or 'the first'})")
+        since = f"run {owner['since']}" if owner["since"] else "the first run"
+        click.echo(f"  files hold {owner['style']}@{owner['style_version']} (its rows since {since} count)")
     for s in summary["styles"]:
         click.echo(f"  {s['style']}@{s['style_version']}: {s['ok']} ok, {s['error']} failed")
     last = summary["last_run"]
