@@ -361,7 +361,7 @@ def test_a_cpu_worker_holds_one_decoded_photo_at_a_time(local_store: str, pairs,
         import json
         import pyarrow as pa
         from pipeline.apply_job import ApplyOptions, plan_apply
-        from pipeline.apply_stages import CommitSpec, DecodeSpec, StyliseActor
+        from pipeline.apply_stages import CommitSpec, DecodeSpec, StylizeActor
         from pipeline.catalog import Catalog
         from pipeline.published import load_style
 
@@ -371,7 +371,7 @@ def test_a_cpu_worker_holds_one_decoded_photo_at_a_time(local_store: str, pairs,
 
         style = load_style(Catalog({local_store!r}), "sun")
         plan = plan_apply(style, {str(tmp_path / "in")!r}, {str(tmp_path / "out")!r}, ApplyOptions())
-        actor = StyliseActor(
+        actor = StylizeActor(
             style.base.to_bytes(), style.style.to_bytes(), device="cpu",
             decode=DecodeSpec(None, plan.layout.input_root),
             commit=CommitSpec(plan.layout, 80, plan.run_id, plan.owner, style.ref.base_id),

@@ -20,7 +20,7 @@ from PIL import Image
 
 from photostyle import TrainConfig, train_pair
 from pipeline.apply_job import ApplyOptions, plan_apply
-from pipeline.apply_stages import CommitSpec, DecodeSpec, StyliseActor
+from pipeline.apply_stages import CommitSpec, DecodeSpec, StylizeActor
 from pipeline.catalog import Catalog
 from pipeline.published import load_style, publish_pair
 
@@ -48,7 +48,7 @@ def main() -> None:
 
     style = load_style(Catalog(str(tmp / "store")), "look")
     plan = plan_apply(style, str(tmp / "in"), str(tmp / "out"), ApplyOptions())
-    actor = StyliseActor(
+    actor = StylizeActor(
         style.base.to_bytes(), style.style.to_bytes(), device="cpu",
         decode=DecodeSpec(None, plan.layout.input_root),
         commit=CommitSpec(plan.layout, 80, plan.run_id, plan.owner, style.ref.base_id),
