@@ -1,9 +1,11 @@
 """``apply`` as a job: plan in the driver, then stream the photos through Ray Data.
 
 **Planning** (driver, Arrow only, no per-photo Python), after the style is resolved and its
-checksums verified: list the input folder or read the URI manifest; subtract the inputs that already
-have an ``ok`` row for this style version (a hash anti-join); refuse, as error rows, inputs
-whose result path would be unsafe (see ``OutputLayout.conflicts``).
+checksums verified: list the input folder or read the URI manifest; claim the output folder for
+the style (``pipeline.ownership``: another style's folder is refused); subtract the inputs that
+are done for this style version (a hash anti-join); refuse, as error rows, inputs whose result
+path would be unsafe (see ``OutputLayout.conflicts``) and a manifest's URIs of schemes the job
+does not fetch (``http(s)`` unless ``--allow-http``).
 
 **Streaming**: the work list becomes a dataset of URIs only (never photos), in blocks of one
 batch each up to 1,000 blocks (``from_arrow`` runs a metadata task per block: 10,000 blocks took
@@ -14,6 +16,9 @@ that hold every CPU. Stage layout:
 
 - cluster with GPUs: read+decode in CPU tasks -> stylise in an actor pool, ``num_gpus`` per
   actor -> encode+write+commit in CPU tasks. Codecs run beside the GPU, never in its way.
+  Decoded blocks end at a byte budget (``apply_stages.DECODED_BYTES_PER_BLOCK``), the actor
+  takes one photo at a time and the write tasks take whole blocks (one commit per block), so
+  no stage gathers a batch of full-size photos.
 - CPU only: one actor per CPU doing all steps for its batch. Separate codec tasks would need
   logical CPUs of their own, which an actor on every core leaves none of (Ray Data then holds
   every commit until the actors finish, measured); and moving decoded pixels between processes
@@ -49,9 +54,10 @@ from ray.exceptions import RayError
 
 from photostyle.stylize import DEFAULT_WORKING_SIDE
 from pipeline.apply_stages import CommitSpec, DecodeSpec, StylizeActor, read_and_decode, write_and_commit
-from pipeline.inputs import first_occurrences, list_inputs
-from pipeline.manifests import OUTPUTS_SCHEMA, STATUS_ERROR, compact_run, pending_inputs, write_outputs_part
+from pipeline.inputs import HTTP_SCHEMES, OBJECT_STORE_SCHEMES, first_occurrences, list_inputs, refused_schemes, scheme_of
+from pipeline.manifests import OUTPUTS_SCHEMA, STATUS_ERROR, compact_run, done_slices, pending_inputs, write_outputs_part
 from pipeline.outputs import SAME_FORMAT, OutputLayout, new_run_id
+from pipeline.ownership import Owner, claim_output
 from pipeline.published import LoadedStyle
 from pipeline.ray_runtime import cluster_has_gpus, ensure_ray
 from pipeline.storage import filesystem, uri_of
@@ -98,6 +104,7 @@ class ApplyOptions:
     gpus_per_worker: float | None = None
     force: bool = False
     batch_timeout: float = 1800.0  # seconds without a committed batch before the job is stopped
+    allow_http: bool = False  # fetch a manifest's http(s):// URIs
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,7 @@ class Plan:
 
     style: LoadedStyle
     layout: OutputLayout
+    owner: Owner  # the output folder's claim this run writes under
     todo: pa.Array | pa.ChunkedArray  # input URIs to process
     rejected: pa.Table  # input_uri, error: pending inputs refused while planning
     skipped: int  # inputs already ok for this style version
@@ -149,34 +157,90 @@ class ApplyResult:
 def plan_apply(style: LoadedStyle, input_uri: str, output_uri: str, options: ApplyOptions) -> Plan:
     """List the inputs of a resolved, verified style (``published.load_style``) and subtract
     what is done."""
-    started = time.monotonic()
+    started, run_id = time.monotonic(), new_run_id()
     fs, path = filesystem(output_uri)
     output = uri_of(fs, path)
     inputs = list_inputs(input_uri, exclude=output)
     if inputs.root is not None and (inputs.root == output or inputs.root.startswith(output + "/")):
         raise PlanError(f"--output {output_uri} must not be the input folder or contain it ({input_uri})")
     layout = OutputLayout(output, inputs.root, options.format)
+    ref = style.ref
+    owner = claim_output(output, ref.name, ref.version, run_id)
 
     # Memory, at 10 M inputs: only the small sets (done slices, conflicts) are ever hashed
     # against the inputs, and the full list is dropped before the work list is deduplicated.
     conflicts = layout.conflicts(inputs.uris)
+    if inputs.root is None:
+        conflicts = pa.concat_tables([refused_schemes(inputs.uris, _fetched_schemes(input_uri, output, options)), conflicts])
     listed, todo = len(inputs.uris), inputs.uris
     del inputs
     if not options.force:
-        todo = pending_inputs(todo, output, style.ref.name, style.ref.version)
+        todo = pending_inputs(todo, output, owner.style, owner.style_version, owner.since)
     skipped = listed - len(todo)
     if layout.input_root is None:
         todo = first_occurrences(todo)
+    conflicts = pa.concat_tables([conflicts, _results_of_others(layout, todo, owner)])
     refused = pc.is_in(todo, value_set=conflicts["input_uri"])
     rejected = conflicts.filter(pc.is_in(conflicts["input_uri"], value_set=pc.filter(todo, refused)))
     if rejected.num_rows:
         todo = pc.filter(todo, pc.invert(refused))
+        rejected = _first_reason(rejected)
     pa.default_memory_pool().release_unused()  # planning's scratch memory back to the OS, not kept for later
     log.info(
         "%s: %d inputs, %d already done, %d to stylise, %d refused",
-        style.ref.spec, listed, skipped, len(todo), rejected.num_rows,
+        ref.spec, listed, skipped, len(todo), rejected.num_rows,
     )
-    return Plan(style, layout, todo, rejected, skipped, new_run_id(), started)
+    return Plan(style, layout, owner, todo, rejected, skipped, run_id, started)
+
+
+def _results_of_others(layout: OutputLayout, todo: pa.Array | pa.ChunkedArray, owner: Owner) -> pa.Table:
+    """``input_uri, error`` of the inputs whose result path already holds another input's
+    current ``ok`` result (e.g. yesterday's ``--input`` had a photo of the same name): writing
+    it would make that row describe other bytes.
+
+    One slice of the manifest's current ok rows at a time, like ``pending_inputs``; only the
+    work list's result paths are computed."""
+    found = [pa.table({"input_uri": pa.array([], pa.string()), "error": pa.array([], pa.string())})]
+    if not len(todo):
+        return found[0]
+    full = None  # computed when the first slice of current results arrives (none in a fresh folder)
+    for rows in done_slices(layout.output, owner.style, owner.style_version, owner.since, columns=["input_uri", "output_uri"]):
+        if full is None:  # a million at a time: the transient copies of 10 M paths would cost GBs
+            full = pa.chunked_array(
+                [
+                    pc.binary_join_element_wise(layout.output, layout.targets(todo.slice(i, 1_000_000))["path"], "/")
+                    for i in range(0, len(todo), 1_000_000)
+                ]
+            )
+        hit = pc.is_in(full, value_set=rows["output_uri"])
+        if not pc.any(hit).as_py():
+            continue
+        mine = pa.table({"output_uri": pc.filter(full, hit), "input_uri": pc.filter(todo, hit)})
+        theirs = rows.rename_columns(["holder", "output_uri"])
+        clash = mine.join(theirs, "output_uri")
+        clash = clash.filter(pc.not_equal(clash["input_uri"], clash["holder"]))
+        if clash.num_rows:
+            error = pc.binary_join_element_wise(
+                clash["input_uri"], ": its result ", clash["output_uri"], " already holds the result of ", clash["holder"],
+                " (one output folder mirrors one collection: use another --output)", "",
+            )
+            found.append(pa.table({"input_uri": clash["input_uri"], "error": error}))
+    return pa.concat_tables(found)
+
+
+def _fetched_schemes(input_uri: str, output: str, options: ApplyOptions) -> set[str]:
+    """The schemes a manifest's URIs may have: local files, the object stores and whatever
+    --input and --output use; ``http(s)`` only with ``--allow-http`` (a manifest must not make
+    workers request arbitrary addresses, e.g. a cloud metadata endpoint)."""
+    schemes = (OBJECT_STORE_SCHEMES | {"file", scheme_of(input_uri), scheme_of(output)}) - HTTP_SCHEMES
+    return schemes | HTTP_SCHEMES if options.allow_http else schemes
+
+
+def _first_reason(rejected: pa.Table) -> pa.Table:
+    """One row per refused input (a URI refused for two reasons keeps the first)."""
+    uris = rejected["input_uri"]
+    first = pc.equal(pc.index_in(uris, value_set=uris), pa.array(range(len(uris))))
+    return rejected.filter(first)
 
 
 def build_dataset(plan: Plan, options: ApplyOptions) -> ray.data.Dataset:
@@ -191,8 +255,8 @@ def build_dataset(plan: Plan, options: ApplyOptions) -> ray.data.Dataset:
     batch = options.batch_size
     blocks = max(1, min(_MAX_BLOCKS, math.ceil(len(plan.todo) / batch)))
     ref = plan.style.ref
-    decode = DecodeSpec(options.max_side)
-    commit = CommitSpec(plan.layout, options.quality, plan.run_id, ref.name, ref.version, ref.base_id)
+    decode = DecodeSpec(options.max_side, plan.layout.input_root)
+    commit = CommitSpec(plan.layout, options.quality, plan.run_id, plan.owner, ref.base_id)
     model = {
         "base": plan.style.base.to_bytes(),
         "style": plan.style.style.to_bytes(),
@@ -210,6 +274,8 @@ def build_dataset(plan: Plan, options: ApplyOptions) -> ray.data.Dataset:
     if not gpus:
         actor_args = {**model, "device": "cpu", "decode": decode, "commit": commit}
         return ds.map_batches(StylizeActor, fn_constructor_kwargs=actor_args, compute=pool, num_cpus=1, **common)
+    # Memory follows bytes, not photo counts (apply_stages): decoded blocks end at a byte budget,
+    # the GPU actor takes one photo at a time, the writer whole blocks (one commit per block).
     ds = ds.map_batches(read_and_decode, fn_kwargs={"spec": decode}, num_cpus=1, udf_modifying_row_count=False, **common)
     ds = ds.map_batches(
         StylizeActor,
@@ -218,9 +284,10 @@ def build_dataset(plan: Plan, options: ApplyOptions) -> ray.data.Dataset:
         num_gpus=gpus,
         num_cpus=1,
         udf_modifying_row_count=False,
-        **common,
+        batch_size=1,
+        batch_format="pyarrow",
     )
-    return ds.map_batches(write_and_commit, fn_kwargs={"spec": commit}, num_cpus=1, **common)
+    return ds.map_batches(write_and_commit, fn_kwargs={"spec": commit}, num_cpus=1, batch_size=None, batch_format="pyarrow")
 
 
 def run_apply(plan: Plan, options: ApplyOptions) -> ApplyResult:

@@ -3,35 +3,56 @@ write and commit.
 
 Batches are Arrow tables, one row per photo. A photo that fails at any step keeps its row with
 an ``error`` message (starting with its URI) and skips the remaining steps, so one bad file
-never fails a batch. Decoded pixels travel as raw RGB bytes with their width and height:
-photos of every size share one batch, and the stylise step runs them one at a time (why: see
-``apply_job``).
+never fails a batch.
 
-Commit protocol (``write_and_commit``): every result is written whole (temp file + rename
-locally, one PUT on object stores), *then* one manifest part records exactly this batch. A
-crash before the part is written leaves results without rows: the next run redoes them and
-overwrites them with identical content. A crash after leaves nothing to redo.
+Memory follows the bytes in flight, not the number of photos: a batch of 32 photos at the
+120 MP limit would be 11 GB decoded. On CPU workers (``process_and_commit``) each photo is
+read, decoded, stylised, encoded and written before the next one is read, so a worker holds
+one photo's pixels at a time. Between the stages of the GPU layout decoded pixels travel as raw
+RGB bytes with their width and height, in blocks that end at :data:`DECODED_BYTES_PER_BLOCK`
+(or at the batch size), and the GPU actor takes them one photo at a time.
+
+Commit protocol: every result is written whole (temp file + rename locally, one PUT on object
+stores), *then* one manifest part records exactly this batch. A crash before the part is
+written leaves results without rows: the next run redoes them and overwrites them with
+identical content. A crash after leaves nothing to redo. Before writing, each batch checks that
+the output folder still belongs to its style version (``pipeline.ownership``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from PIL import Image
 
 from photostyle import Base, Style, Stylizer
-from photostyle.imageio import DEFAULT_MAX_PIXELS, decode, encode
+from photostyle.imageio import DEFAULT_MAX_PIXELS, Photo, decode, encode
 from photostyle.stylize import DEFAULT_WORKING_SIDE
+from pipeline.inputs import read_input
 from pipeline.manifests import STATUS_ERROR, STATUS_OK, write_outputs_part
 from pipeline.outputs import OutputLayout
-from pipeline.storage import filesystem, join, read_bytes, write_atomic
+from pipeline.ownership import Owner, OutputTaken, check_owner
+from pipeline.storage import filesystem, join, write_atomic
 
-__all__ = ["SUMMARY_SCHEMA", "CommitSpec", "DecodeSpec", "StylizeActor", "read_and_decode", "stylize_batch", "write_and_commit"]
+__all__ = [
+    "DECODED_BYTES_PER_BLOCK",
+    "SUMMARY_SCHEMA",
+    "CommitSpec",
+    "DecodeSpec",
+    "StylizeActor",
+    "process_and_commit",
+    "read_and_decode",
+    "read_photo",
+    "stylize_batch",
+    "write_and_commit",
+]
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +82,30 @@ SUMMARY_SCHEMA = pa.schema(
 )
 
 
+# The input size cap: an uncompressed 16-bit RGBA file of the pixel limit (the largest encoding
+# of a photo the decoder accepts), plus room for metadata. Applied before any byte is read.
+_MAX_BYTES_PER_PIXEL = 8
+_METADATA_BYTES = 16 * 2**20
+DECODED_BYTES_PER_BLOCK = 256 * 2**20  # GPU layout: decoded pixels per block between stages
+
+
 @dataclass(frozen=True)
 class DecodeSpec:
-    """How inputs are read: ``max_side`` refuses photos whose long side is larger."""
+    """How inputs are read: ``max_side`` refuses photos whose long side is larger; ``input_root``
+    is the input folder (None for a manifest), which symbolic links must not lead out of;
+    ``block_bytes`` ends a decoded block (GPU layout)."""
 
     max_side: int | None = None
+    input_root: str | None = None
+    block_bytes: int = DECODED_BYTES_PER_BLOCK
+
+    @property
+    def max_pixels(self) -> int:
+        return min(DEFAULT_MAX_PIXELS, self.max_side**2) if self.max_side else DEFAULT_MAX_PIXELS
+
+    @property
+    def max_bytes(self) -> int:
+        return self.max_pixels * _MAX_BYTES_PER_PIXEL + _METADATA_BYTES
 
 
 @dataclass(frozen=True)
@@ -75,8 +115,7 @@ class CommitSpec:
     layout: OutputLayout
     quality: int
     run_id: str
-    style: str
-    style_version: str
+    owner: Owner
     base_id: str
 
 
@@ -86,29 +125,36 @@ def _failure(uri: str, exc: Exception) -> str:
     return text if text.startswith(uri) else f"{uri}: {type(exc).__name__}: {text}"
 
 
-def read_and_decode(batch: pa.Table, spec: DecodeSpec) -> pa.Table:
-    """``input_uri`` -> upright RGB pixels plus ICC/EXIF, or an error per photo."""
-    max_pixels = min(DEFAULT_MAX_PIXELS, spec.max_side**2) if spec.max_side else DEFAULT_MAX_PIXELS
-    rows = []
+def read_photo(uri: str, spec: DecodeSpec) -> Photo:
+    """One input, read within the size cap and decoded within the pixel limit and ``max_side``."""
+    photo = decode(read_input(uri, root=spec.input_root, max_bytes=spec.max_bytes), name=uri, max_pixels=spec.max_pixels)
+    width, height = photo.size
+    if spec.max_side and max(width, height) > spec.max_side:
+        raise ValueError(f"{uri}: image too large: {width}x{height} exceeds --max-side {spec.max_side}")
+    return photo
+
+
+def read_and_decode(batch: pa.Table, spec: DecodeSpec) -> Iterator[pa.Table]:
+    """``input_uri`` -> upright RGB pixels plus ICC/EXIF, or an error per photo (GPU layout), in
+    tables that end once they hold ``spec.block_bytes`` of pixels (a larger photo goes alone)."""
+    rows: list[dict[str, Any]] = []
+    held = 0
     for uri in batch["input_uri"].to_pylist():
-        row = {"input_uri": uri}
+        row: dict[str, Any] = {"input_uri": uri}
         try:
-            photo = decode(read_bytes(uri), name=uri, max_pixels=max_pixels)
+            photo = read_photo(uri, spec)
             width, height = photo.size
-            if spec.max_side and max(width, height) > spec.max_side:
-                raise ValueError(f"{uri}: image too large: {width}x{height} exceeds --max-side {spec.max_side}")
-            row.update(
-                pixels=photo.image.tobytes(),
-                width=width,
-                height=height,
-                icc_profile=photo.icc_profile,
-                exif=photo.exif,
-            )
+            row.update(pixels=photo.image.tobytes(), width=width, height=height, icc_profile=photo.icc_profile, exif=photo.exif)
+            held += len(row["pixels"])
         except Exception as exc:  # any failure is this photo's, never the batch's
             row["error"] = _failure(uri, exc)
             log.debug("read/decode failed", exc_info=True)
         rows.append(row)
-    return pa.Table.from_pylist(rows, schema=DECODED_SCHEMA)
+        if held >= spec.block_bytes:
+            yield pa.Table.from_pylist(rows, schema=DECODED_SCHEMA)
+            rows, held = [], 0
+    if rows:
+        yield pa.Table.from_pylist(rows, schema=DECODED_SCHEMA)
 
 
 def stylize_batch(stylizer: Stylizer, batch: pa.Table) -> pa.Table:
@@ -122,10 +168,8 @@ def stylize_batch(stylizer: Stylizer, batch: pa.Table) -> pa.Table:
             seconds.append(None)
             continue
         try:
-            image = Image.frombytes("RGB", (width, height), data)
-            t0 = time.perf_counter()
-            out = stylizer(image)
-            seconds.append(time.perf_counter() - t0)
+            out, took = _stylize_one(stylizer, Image.frombytes("RGB", (width, height), data))
+            seconds.append(took)
             pixels.append(out.tobytes())
         except Exception as exc:  # e.g. out of GPU memory on one huge photo
             errors[i] = _failure(uri, exc)
@@ -142,48 +186,105 @@ def stylize_batch(stylizer: Stylizer, batch: pa.Table) -> pa.Table:
     return batch
 
 
+def _stylize_one(stylizer: Stylizer, image: Image.Image) -> tuple[Image.Image, float]:
+    t0 = time.perf_counter()
+    out = stylizer(image)
+    return out, time.perf_counter() - t0
+
+
 def write_and_commit(batch: pa.Table, spec: CommitSpec) -> pa.Table:
-    """Encode and write every stylised photo, then commit one manifest part for the whole batch
-    (ok and error rows). Returns one :data:`SUMMARY_SCHEMA` row; ``fatal`` says why the part
-    could not be written (the job must stop: nothing it does can be recorded)."""
-    layout = spec.layout
-    fs, root = filesystem(layout.output)
-    targets = layout.targets(batch["input_uri"])
+    """Encode and write every stylised photo of a decoded batch (GPU layout), then commit one
+    manifest part for the whole batch (ok and error rows). Returns one :data:`SUMMARY_SCHEMA`
+    row; ``fatal`` says why nothing could be committed (the job must stop)."""
+    if (stopped := _owner_changed(spec)) is not None:
+        return stopped
+    fs, root = filesystem(spec.layout.output)
+    targets = spec.layout.targets(batch["input_uri"])
     columns = ("input_uri", "pixels", "width", "height", "icc_profile", "exif", "error", "model_seconds")
     values = zip(*(batch[c].to_pylist() for c in columns), *(targets[c].to_pylist() for c in ("path", "format")))
     rows = []
     for uri, data, width, height, icc, exif, error, seconds, path, fmt in values:
-        output_uri = join(layout.output, path)
         if error is None:
-            try:
-                image = Image.frombytes("RGB", (width, height), data)
-                encoded = encode(image, format=fmt, quality=spec.quality, icc_profile=icc, exif=exif)
-                write_atomic(fs, join(root, path), encoded)
-            except Exception as exc:  # this photo's failure, recorded in its row
-                error = f"{uri}: cannot write {output_uri}: {exc}"
-                log.debug("write failed", exc_info=True)
-        rows.append(
-            {
-                "input_uri": uri,
-                "output_uri": output_uri if error is None else None,
-                "style": spec.style,
-                "style_version": spec.style_version,
-                "base_id": spec.base_id,
-                "status": STATUS_OK if error is None else STATUS_ERROR,
-                "error": error,
-                "width": width,
-                "height": height,
-                "seconds": seconds,
-                "run_id": spec.run_id,
-                "finished_at": datetime.now(timezone.utc),
-            }
-        )
+            image = Image.frombytes("RGB", (width, height), data)
+            error = _write_result(fs, root, spec, uri, path, fmt, image, icc, exif)
+        rows.append(_row(spec, uri, path, error, width, height, seconds))
+    return _commit(spec, rows, pc.sum(batch["model_seconds"]).as_py() or 0.0)
+
+
+def process_and_commit(batch: pa.Table, stylizer: Stylizer, decode: DecodeSpec, spec: CommitSpec) -> pa.Table:
+    """Read, decode, stylise, encode and write each photo of a batch of ``input_uri`` in turn
+    (CPU layout: one photo's pixels in memory at a time), then commit one manifest part."""
+    if (stopped := _owner_changed(spec)) is not None:
+        return stopped
+    fs, root = filesystem(spec.layout.output)
+    uris = batch["input_uri"]
+    targets = spec.layout.targets(uris)
+    rows, model_seconds = [], 0.0
+    for uri, path, fmt in zip(uris.to_pylist(), *(targets[c].to_pylist() for c in ("path", "format"))):
+        width = height = seconds = error = None
+        try:
+            photo = read_photo(uri, decode)
+            (width, height), icc, exif = photo.size, photo.icc_profile, photo.exif
+            out, seconds = _stylize_one(stylizer, photo.image)
+            del photo  # the input's pixels go before the result is encoded
+            model_seconds += seconds
+        except Exception as exc:  # this photo's failure, recorded in its row
+            error = _failure(uri, exc)
+            log.debug("read/decode/stylise failed", exc_info=True)
+        if error is None:
+            error = _write_result(fs, root, spec, uri, path, fmt, out, icc, exif)
+            del out
+        rows.append(_row(spec, uri, path, error, width, height, seconds))
+    return _commit(spec, rows, model_seconds)
+
+
+def _owner_changed(spec: CommitSpec) -> pa.Table | None:
+    """A fatal summary when the output folder no longer belongs to this run's style version."""
     try:
-        write_outputs_part(layout.output, rows)
+        check_owner(spec.layout.output, spec.owner)
+    except OutputTaken as exc:
+        return pa.table({**_summary(0, 0, 0.0), "fatal": [str(exc)]}, schema=SUMMARY_SCHEMA)
+    return None
+
+
+def _write_result(
+    fs: Any, root: str, spec: CommitSpec, uri: str, path: str, fmt: str, image: Image.Image, icc: bytes | None, exif: bytes | None
+) -> str | None:
+    """Encode and write one result; the error message, or None when it was written."""
+    try:
+        encoded = encode(image, format=fmt, quality=spec.quality, icc_profile=icc, exif=exif)
+        write_atomic(fs, join(root, path), encoded)
+    except Exception as exc:  # this photo's failure, recorded in its row
+        log.debug("write failed", exc_info=True)
+        return f"{uri}: cannot write {join(spec.layout.output, path)}: {exc}"
+    return None
+
+
+def _row(
+    spec: CommitSpec, uri: str, path: str, error: str | None, width: int | None, height: int | None, seconds: float | None
+) -> dict[str, Any]:
+    return {
+        "input_uri": uri,
+        "output_uri": join(spec.layout.output, path) if error is None else None,
+        "style": spec.owner.style,
+        "style_version": spec.owner.style_version,
+        "base_id": spec.base_id,
+        "status": STATUS_OK if error is None else STATUS_ERROR,
+        "error": error,
+        "width": width,
+        "height": height,
+        "seconds": seconds,
+        "run_id": spec.run_id,
+        "finished_at": datetime.now(timezone.utc),
+    }
+
+
+def _commit(spec: CommitSpec, rows: list[dict[str, Any]], model_seconds: float) -> pa.Table:
+    try:
+        write_outputs_part(spec.layout.output, rows)
     except Exception as exc:  # the manifest cannot be written: nothing more can be committed
         return pa.table({**_summary(0, 0, 0.0), "fatal": [str(exc)]}, schema=SUMMARY_SCHEMA)
     ok = sum(r["error"] is None for r in rows)
-    model_seconds = pc.sum(batch["model_seconds"]).as_py() or 0.0
     return pa.table({**_summary(ok, len(rows) - ok, model_seconds), "fatal": [None]}, schema=SUMMARY_SCHEMA)
 
 
@@ -195,8 +296,8 @@ class StylizeActor:
     """A Ray Data actor: builds the style's network once, then stylises batch after batch.
 
     The weights arrive as bytes (a few MB at most), so actors need no access to the style
-    store. With ``decode``/``commit`` the actor also does those steps itself (the layout for
-    CPU-only clusters, see ``apply_job``)."""
+    store. With ``decode`` and ``commit`` the actor does every step itself, one photo at a time
+    (the layout for CPU-only clusters, see ``apply_job``)."""
 
     def __init__(
         self,
@@ -209,6 +310,8 @@ class StylizeActor:
         decode: DecodeSpec | None = None,
         commit: CommitSpec | None = None,
     ) -> None:
+        if (decode is None) != (commit is None):
+            raise ValueError("StylizeActor: give both decode and commit, or neither")
         self.stylizer = Stylizer(
             Base.from_bytes(base, source="base"),
             Style.from_bytes(style, source="style"),
@@ -219,7 +322,6 @@ class StylizeActor:
         self.decode, self.commit = decode, commit
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        if self.decode is not None:
-            batch = read_and_decode(batch, self.decode)
-        batch = stylize_batch(self.stylizer, batch)
-        return write_and_commit(batch, self.commit) if self.commit is not None else batch
+        if self.decode is not None and self.commit is not None:
+            return process_and_commit(batch, self.stylizer, self.decode, self.commit)
+        return stylize_batch(self.stylizer, batch)

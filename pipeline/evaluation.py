@@ -43,6 +43,7 @@ from pipeline.baselines import BASELINES
 from pipeline.catalog import Catalog, StyleNotFound, StyleRef
 from pipeline.inputs import URI_COLUMN
 from pipeline.manifests import STATUS_ERROR, ManifestError, done_filter, read_outputs, read_pairs
+from pipeline.ownership import read_owner
 from pipeline.published import load_style
 from pipeline.quality import METRICS, as_rgb_array, metrics
 from pipeline.ray_runtime import ensure_ray
@@ -239,7 +240,9 @@ def _result_of(output: str, content: str, ref: StyleRef) -> str:
     there is none."""
     this_input = pc.field("input_uri") == content
     columns = ["output_uri", "finished_at"]
-    done = read_outputs(output, columns=columns, filter=done_filter(ref.name, ref.version) & this_input)
+    owner = read_owner(output)
+    since = owner.since if owner is not None and owner.style_version == ref.version else ""
+    done = read_outputs(output, columns=columns, filter=done_filter(ref.name, ref.version, since) & this_input)
     if done.num_rows:
         return done.sort_by([("finished_at", "descending")])["output_uri"][0].as_py()
     failed = read_outputs(output, columns=["error", "finished_at"], filter=this_input & (pc.field("status") == STATUS_ERROR))

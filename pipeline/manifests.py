@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -28,15 +30,20 @@ __all__ = [
     "MANIFEST_DIR",
     "OUTPUTS_SCHEMA",
     "PAIRS_SCHEMA",
+    "QUARANTINE_DIR",
     "STATUS_ERROR",
     "STATUS_OK",
     "ManifestError",
+    "OutputsScan",
     "compact_run",
     "done_filter",
     "done_slices",
+    "iter_outputs",
     "pending_inputs",
+    "quarantine_unreadable",
     "read_outputs",
     "read_pairs",
+    "scan_outputs",
     "write_outputs_part",
 ]
 
@@ -53,6 +60,7 @@ PAIRS_SCHEMA = pa.schema(
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
 MANIFEST_DIR = "_manifest"
+QUARANTINE_DIR = "quarantine"  # under MANIFEST_DIR: unreadable parts moved aside by status --repair
 
 OUTPUTS_SCHEMA = pa.schema(
     [
@@ -220,29 +228,107 @@ def _conform_outputs(rows: pa.Table | Iterable[Mapping[str, Any]], output_uri: s
 def read_outputs(
     output_uri: str, *, columns: list[str] | None = None, filter: pc.Expression | None = None
 ) -> pa.Table:
-    """All part files' rows (only ``columns``, only rows matching ``filter``: both pushed down to
-    the scan, so memory follows the result, not the manifest). Empty when nothing was written."""
-    dataset = _outputs_dataset(output_uri)
+    """All readable part files' rows (only ``columns``, only rows matching ``filter``: both pushed
+    down to the scan, so memory follows the result, not the manifest). Empty when nothing was
+    written. Unreadable parts are skipped with a warning naming each (see :func:`scan_outputs`)."""
+    return scan_outputs(output_uri, columns=columns, filter=filter).table
+
+
+@dataclass(frozen=True)
+class OutputsScan:
+    """Rows read from an outputs manifest, and the part files that could not be read
+    (``(uri, reason)``), which contributed nothing."""
+
+    table: pa.Table
+    unreadable: list[tuple[str, str]]
+
+
+def scan_outputs(
+    output_uri: str, *, columns: list[str] | None = None, filter: pc.Expression | None = None
+) -> OutputsScan:
+    """:func:`read_outputs`, also saying which part files were unreadable and skipped."""
+    dataset, unreadable = _outputs_dataset(output_uri)
     if dataset is None:
         empty = OUTPUTS_SCHEMA.empty_table()
-        return empty.select(columns) if columns else empty
+        return OutputsScan(empty.select(columns) if columns else empty, unreadable)
     try:
-        return dataset.to_table(columns=columns, filter=filter)
+        return OutputsScan(dataset.to_table(columns=columns, filter=filter), unreadable)
     except (pa.ArrowException, OSError) as exc:
         raise ManifestError(f"outputs manifest {output_uri}: cannot read part files ({exc})") from exc
 
 
-def _outputs_dataset(output_uri: str) -> ds.Dataset | None:
-    """The live part files as one Arrow dataset, or None when there are none."""
+def iter_outputs(output_uri: str, columns: list[str], filter: pc.Expression | None = None) -> Iterator[pa.RecordBatch]:
+    """The readable part files' rows, a record batch at a time, with little read-ahead (for
+    scans whose memory must not follow the manifest's size)."""
+    dataset, _ = _outputs_dataset(output_uri)
+    if dataset is None:
+        return
+    try:
+        yield from dataset.to_batches(columns=columns, filter=filter, batch_readahead=2, fragment_readahead=1)
+    except (pa.ArrowException, OSError) as exc:
+        raise ManifestError(f"outputs manifest {output_uri}: cannot read part files ({exc})") from exc
+
+
+def _outputs_dataset(output_uri: str) -> tuple[ds.Dataset | None, list[tuple[str, str]]]:
+    """The live, readable part files as one Arrow dataset (None when there are none), and the
+    unreadable ones with the reason.
+
+    A part whose Parquet footer cannot be read (a stray or truncated file named like a part)
+    would otherwise make every later ``apply`` and ``status`` on the folder fail. It is skipped
+    with a warning instead: its rows, if it had any, do not count, so at worst photos it
+    recorded as done are stylised again. Each footer is read once, in threads, and kept for
+    the scan."""
     fs, root = filesystem(output_uri)
     directory = join(root, MANIFEST_DIR)
     paths = _live_parts(fs, directory)
     if not paths:
-        return None
+        return None, []
     try:
-        return ds.dataset(paths, schema=OUTPUTS_SCHEMA, format="parquet", filesystem=fs)
+        dataset = ds.dataset(paths, schema=OUTPUTS_SCHEMA, format="parquet", filesystem=fs)
+        fragments = list(dataset.get_fragments())
     except (pa.ArrowException, OSError) as exc:
         raise ManifestError(f"outputs manifest {uri_of(fs, directory)}: cannot read part files ({exc})") from exc
+    with ThreadPoolExecutor(max_workers=min(16, len(fragments))) as pool:
+        problems = list(pool.map(_footer_problem, fragments))
+    unreadable = [(uri_of(fs, f.path), p) for f, p in zip(fragments, problems) if p is not None]
+    for uri, problem in unreadable:
+        log.warning(
+            "outputs manifest part %s is unreadable and was skipped (%s); its rows do not count, so photos only it "
+            "recorded are stylised again. `pst-pipeline status --output %s --repair` moves it to %s/",
+            uri, problem, output_uri, QUARANTINE_DIR,
+        )
+    readable = [f for f, p in zip(fragments, problems) if p is None]
+    if not readable:
+        return None, unreadable
+    return ds.FileSystemDataset(readable, OUTPUTS_SCHEMA, dataset.format, dataset.filesystem), unreadable
+
+
+def _footer_problem(fragment: ds.ParquetFileFragment) -> str | None:
+    """Why a part file's Parquet metadata cannot be read, or None (the metadata is then cached
+    in the fragment for the scan)."""
+    try:
+        fragment.ensure_complete_metadata()
+    except (pa.ArrowException, OSError) as exc:
+        return str(exc)
+    return None
+
+
+def quarantine_unreadable(output_uri: str) -> list[tuple[str, str]]:
+    """Move the unreadable part files of an outputs manifest into ``_manifest/quarantine/``
+    (where no reader looks), returning ``(new uri, reason)`` of each. Readable parts are never
+    touched; a moved part is kept, not deleted, for whoever wants to look at it."""
+    _, unreadable = _outputs_dataset(output_uri)
+    fs, root = filesystem(output_uri)
+    quarantine = join(root, MANIFEST_DIR, QUARANTINE_DIR)
+    moved = []
+    for uri, problem in unreadable:
+        _, path = filesystem(uri)
+        target = join(quarantine, path.rsplit("/", 1)[-1])
+        fs.makedirs(quarantine, exist_ok=True)
+        fs.mv(path, target)
+        log.warning("moved unreadable manifest part %s to %s", uri, uri_of(fs, target))
+        moved.append((uri_of(fs, target), problem))
+    return moved
 
 
 def _live_parts(fs: Any, directory: str) -> list[str]:
@@ -254,13 +340,18 @@ def _live_parts(fs: Any, directory: str) -> list[str]:
 
 
 def _list_parts(fs: Any, directory: str) -> list[tuple[str, str, str]]:
-    """``(path, run_id, key)`` of every part file under ``directory``, freshly listed, sorted."""
+    """``(path, run_id, key)`` of every part file directly in ``directory`` (not in a subfolder
+    such as the quarantine), freshly listed, sorted."""
     fs.invalidate_cache(directory)
     try:
         found = fs.find(directory)
     except FileNotFoundError:
         return []
-    return sorted((path, *name) for path in found if (name := _part_name(path)) is not None)
+    return sorted(
+        (path, *name)
+        for path in found
+        if path.rsplit("/", 1)[0].rstrip("/") == directory.rstrip("/") and (name := _part_name(path)) is not None
+    )
 
 
 def _part_name(path: str) -> tuple[str, str] | None:
@@ -297,51 +388,64 @@ def compact_run(output_uri: str, run_id: str) -> str | None:
     return uri_of(fs, target)
 
 
-def done_filter(style: str, style_version: str) -> pc.Expression:
-    """The one definition of "done": an ``ok`` row for this exact style version."""
+def done_filter(style: str, style_version: str, since: str = "") -> pc.Expression:
+    """The one definition of "done": an ``ok`` row for this exact style version, from run
+    ``since`` on (the run that last switched the output folder to this version, see
+    ``pipeline.ownership``; rows before it describe files that were overwritten since)."""
     return (
         (pc.field("status") == STATUS_OK)
         & (pc.field("style") == style)
         & (pc.field("style_version") == style_version)
+        & (pc.field("run_id") >= since)
     )
 
 
-def done_slices(output_uri: str, style: str, style_version: str, *, slice_rows: int = DONE_SLICE_ROWS) -> Iterator[pa.Array]:
-    """The ``input_uri`` of the ``ok`` rows for this style version, in slices of about
-    ``slice_rows`` (duplicates possible: a photo redone with ``--force`` has several rows)."""
-    dataset = _outputs_dataset(output_uri)
-    if dataset is None:
-        return
+def done_slices(
+    output_uri: str,
+    style: str,
+    style_version: str,
+    since: str = "",
+    *,
+    slice_rows: int = DONE_SLICE_ROWS,
+    columns: list[str] | None = None,
+) -> Iterator[pa.Array | pa.Table]:
+    """The ``input_uri`` of the done rows (:func:`done_filter`), in slices of about
+    ``slice_rows`` (duplicates possible: a photo redone with ``--force`` has several rows);
+    with ``columns``, tables of those columns instead."""
     batches: list[pa.RecordBatch] = []
     rows = 0
-    try:
-        batches_of = dataset.to_batches(  # little read-ahead: this is about memory, not speed
-            columns=["input_uri"], filter=done_filter(style, style_version), batch_readahead=2, fragment_readahead=1
-        )
-        for batch in batches_of:
-            batches.append(batch)
-            rows += batch.num_rows
-            if rows >= slice_rows:
-                yield pa.Table.from_batches(batches)["input_uri"].combine_chunks()
-                batches, rows = [], 0
-    except (pa.ArrowException, OSError) as exc:
-        raise ManifestError(f"outputs manifest {output_uri}: cannot read part files ({exc})") from exc
+
+    def flush() -> pa.Array | pa.Table:
+        table = pa.Table.from_batches(batches).combine_chunks()
+        return table if columns else table["input_uri"].combine_chunks()
+
+    for batch in iter_outputs(output_uri, columns or ["input_uri"], done_filter(style, style_version, since)):
+        batches.append(batch)
+        rows += batch.num_rows
+        if rows >= slice_rows:
+            yield flush()
+            batches, rows = [], 0
     if rows:
-        yield pa.Table.from_batches(batches)["input_uri"].combine_chunks()
+        yield flush()
 
 
 def pending_inputs(
-    inputs: pa.Array | pa.ChunkedArray, output_uri: str, style: str, style_version: str, *, slice_rows: int = DONE_SLICE_ROWS
+    inputs: pa.Array | pa.ChunkedArray,
+    output_uri: str,
+    style: str,
+    style_version: str,
+    since: str = "",
+    *,
+    slice_rows: int = DONE_SLICE_ROWS,
 ) -> pa.Array | pa.ChunkedArray:
-    """The ``inputs`` without an ``ok`` row for this style version, in input order.
+    """The ``inputs`` that are not done (:func:`done_filter`), in input order.
 
     A hash anti-join, one slice of the done set at a time: a hash set costs about 120 bytes per
     URI in Arrow, so holding every done URI of a 10 M-photo collection at once would cost more
     than the inputs themselves. Each slice's set is dropped before the next is built, so memory
     follows the inputs, not the manifest's history."""
     done = None
-    for uris in done_slices(output_uri, style, style_version, slice_rows=slice_rows):
+    for uris in done_slices(output_uri, style, style_version, since, slice_rows=slice_rows):
         found = pc.is_in(inputs, value_set=uris)
         done = found if done is None else pc.or_(done, found)
     return inputs if done is None else pc.filter(inputs, pc.invert(done))
-

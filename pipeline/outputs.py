@@ -18,7 +18,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.manifests import MANIFEST_DIR, STATUS_OK, ManifestError, read_outputs
+from pipeline.manifests import MANIFEST_DIR, STATUS_OK, ManifestError, scan_outputs
+from pipeline.ownership import current_filter, read_owner
 from pipeline.storage import join
 
 __all__ = ["FORMATS", "SAME_FORMAT", "OutputLayout", "new_run_id", "summarize"]
@@ -35,6 +36,10 @@ _CANONICAL_EXTENSIONS = pa.array([_FORMAT_EXTENSIONS[f][0] for f in FORMATS])
 _SCHEME_RE = r"^[A-Za-z][A-Za-z0-9+.-]*://"
 _EXTENSION_RE = r"\.[^./]*$"
 _PARENT_SEGMENT_RE = r"(^|/)\.\.(/|$)"
+# Spellings of one path: "a//b" and "a/./b" are "a/b" on a local disk (and in fsspec's paths),
+# while an object store keeps them apart as keys. Result paths are written in the plain spelling.
+_UNNORMAL_RE = r"//|(^|/)\./"
+_UNNORMAL_URI_RE = r"[^:]//|(^|/)\./"  # the same in a whole URI, its scheme's "://" aside
 
 
 @dataclass(frozen=True)
@@ -52,10 +57,15 @@ class OutputLayout:
         return join(self.output, MANIFEST_DIR)
 
     def relative(self, uris: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
-        """Each input's path below the input folder (or after its scheme)."""
+        """Each input's path below the input folder (or after its scheme), in its plain
+        spelling: repeated slashes collapsed and ``.`` segments dropped (``a//./b`` is ``a/b``)."""
         if self.input_root is not None:
-            return pc.utf8_slice_codeunits(uris, len(self.input_root) + 1)
-        return pc.replace_substring_regex(pc.replace_substring_regex(uris, _SCHEME_RE, ""), "^/+", "")
+            rel = pc.utf8_slice_codeunits(uris, len(self.input_root) + 1)
+        else:
+            rel = pc.replace_substring_regex(uris, _SCHEME_RE, "")
+        rel = pc.replace_substring_regex(rel, "/+", "/")
+        rel = pc.replace_substring_regex(rel, r"/(\./)+", "/")
+        return pc.replace_substring_regex(rel, r"^/*(\./)*/*", "")
 
     def targets(self, uris: pa.Array | pa.ChunkedArray) -> pa.Table:
         """``path`` (relative to ``output``) and encoder ``format`` of each input's result.
@@ -75,12 +85,13 @@ class OutputLayout:
         output folder (``..``), a result that would overwrite an input, or a result path shared
         with another input (``a.png`` and ``a.jpg`` with ``--format jpeg``).
 
-        Result paths are only computed, and hashed, when such a clash is possible at all: some
-        inputs lie under ``output``, some names change extension, or a manifest's URIs do not
-        all share one scheme. Otherwise the checks are a few passes over the URIs (10 M
+        Clashes are decided on the result paths as written (``a//x.jpg`` and ``a/./x.jpg`` are
+        written as ``a/x.jpg``), for every kind of input. Result paths are only computed, and
+        hashed, when such a clash is possible at all: some inputs lie under ``output``, some
+        names change extension or spelling, or a manifest's URIs do not all share one scheme. Otherwise the checks are a few passes over the URIs (10 M
         inputs: seconds, no copy of them)."""
         checks: list[tuple[pa.Array | pa.ChunkedArray, pa.Scalar | pa.Array | pa.ChunkedArray]] = []
-        if len(uris) and self.input_root is None:
+        if len(uris):
             escapes = pc.match_substring_regex(uris, _PARENT_SEGMENT_RE)
             checks.append((escapes, pa.scalar("'..' in its path would put the result outside the output folder")))
         under_output = pc.starts_with(uris, self.output + "/")
@@ -115,10 +126,19 @@ class OutputLayout:
 
     def _names_stay_unique(self, uris: pa.Array | pa.ChunkedArray) -> bool:
         """Whether distinct inputs are sure to get distinct result paths: no name changes its
-        extension, and relative paths are unique (one folder, or a manifest of one scheme)."""
+        extension or its spelling (``a//b``, ``a/./b``), and relative paths are unique (one
+        folder, or a manifest of one scheme)."""
         step = 1_000_000  # a slice at a time: the extensions of 10 M names would cost 250 MB at once
-        if not all(pc.all(self._formats(uris.slice(i, step))[1]).as_py() for i in range(0, len(uris), step)):
-            return False
+        for i in range(0, len(uris), step):
+            part = uris.slice(i, step)
+            if not pc.all(self._formats(part)[1]).as_py():
+                return False
+            if self.input_root is None:
+                unnormal = pc.match_substring_regex(part, _UNNORMAL_URI_RE)
+            else:
+                unnormal = pc.match_substring_regex(pc.utf8_slice_codeunits(part, len(self.input_root) + 1), _UNNORMAL_RE)
+            if pc.any(unnormal).as_py():
+                return False
         if self.input_root is not None or not len(uris):
             return True
         scheme = re.match(_SCHEME_RE, uris[0].as_py())
@@ -135,16 +155,23 @@ def new_run_id() -> str:
 
 def summarize(output_uri: str) -> dict[str, Any]:
     """What the outputs manifest under ``output_uri`` says, counted per distinct input (an input
-    with any ``ok`` row is ok): totals, per style version, number of runs and the latest run."""
-    table = read_outputs(
-        output_uri, columns=["input_uri", "style", "style_version", "status", "run_id", "finished_at"]
-    )
+    with any ``ok`` row is ok): totals over the rows that describe the files now (the owner's
+    version since it last claimed the folder), per style version over all rows, number of runs,
+    the latest run, the owner and the part files that could not be read."""
+    scan = scan_outputs(output_uri, columns=["input_uri", "style", "style_version", "status", "run_id", "finished_at"])
+    table = scan.table
     if table.num_rows == 0:
+        if scan.unreadable:
+            raise ManifestError(
+                f"outputs manifest {join(output_uri, MANIFEST_DIR)}: no readable part files "
+                f"({', '.join(u for u, _ in scan.unreadable)} unreadable; status --repair moves them aside)"
+            )
         raise ManifestError(f"outputs manifest {join(output_uri, MANIFEST_DIR)}: no part files (nothing applied there)")
     table = table.append_column("ok", pc.cast(pc.equal(table["status"], STATUS_OK), pa.int64()))
+    owner = read_owner(output_uri)
 
-    per_input = table.group_by("input_uri").aggregate([("ok", "max")])
-    ok = pc.sum(per_input["ok_max"]).as_py()
+    per_input = table.filter(current_filter(owner)).group_by("input_uri").aggregate([("ok", "max")])
+    ok = pc.sum(per_input["ok_max"]).as_py() or 0  # no current rows yet: a version switch just began
     per_style_input = table.group_by(["style", "style_version", "input_uri"]).aggregate([("ok", "max")])
     per_style = per_style_input.group_by(["style", "style_version"]).aggregate([("ok_max", "sum"), ("ok_max", "count")])
     styles = sorted(
@@ -170,4 +197,6 @@ def summarize(output_uri: str) -> dict[str, Any]:
             "ok": last_ok,
             "error": last.num_rows - last_ok,
         },
+        "owner": None if owner is None else {"style": owner.style, "style_version": owner.style_version, "since": owner.since},
+        "unreadable_parts": [{"uri": uri, "error": problem} for uri, problem in scan.unreadable],
     }

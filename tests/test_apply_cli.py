@@ -29,6 +29,7 @@ from pipeline.cli import main
 from pipeline.inputs import first_occurrences, list_inputs
 from pipeline.manifests import MANIFEST_DIR, STATUS_OK, read_outputs
 from pipeline.outputs import OutputLayout
+from pipeline.ownership import OWNER_FILE
 from pipeline.published import publish_pair
 from pipeline.storage import filesystem
 from tests.photos import content, open_rgb, style
@@ -126,7 +127,7 @@ def test_a_folder_is_stylised_mirrored_with_bad_photos_as_error_rows_and_reruns_
     rows = read_outputs(str(output))
     assert rows.num_rows == 8 and set(rows["run_id"].to_pylist()) == {doc["run_id"]}
     # committed a part per batch, then merged into one when the run finished
-    assert [p.name for p in (output / MANIFEST_DIR).iterdir()] == [f"part-{doc['run_id']}-compacted.parquet"]
+    assert sorted(p.name for p in (output / MANIFEST_DIR).iterdir()) == [OWNER_FILE, f"part-{doc['run_id']}-compacted.parquet"]
     by_input = {r["input_uri"]: r for r in rows.to_pylist()}
     for rel, size in good.items():
         row = by_input[f"{inputs}/{rel}"]

@@ -53,6 +53,8 @@ def test_status_counts_each_input_once_per_style_version_and_reports_the_last_ru
         ],
         "runs": 3,
         "last_run": {"run_id": "20260102t0500z-c", "finished_at": "2026-01-02T03:30:00+00:00", "ok": 1, "error": 1},
+        "owner": None,  # hand-written parts: no run claimed the folder
+        "unreadable_parts": [],
     }
 
     text = CliRunner().invoke(main, ["status", "--output", out]).stdout.splitlines()

@@ -73,6 +73,12 @@ EXIT_TOO_MANY_ERRORS = 3
     help="Stop the job (exit 1; a rerun resumes) when no batch has been committed for this long.",
 )
 @click.option(
+    "--allow-http",
+    is_flag=True,
+    help="Fetch http:// and https:// URIs that an input manifest lists (refused by default: a manifest must not make "
+    "workers request arbitrary addresses). Local files, s3, gs and az are fetched, and any scheme --input or --output uses.",
+)
+@click.option(
     "--max-error-rate",
     type=click.FloatRange(0, 1),
     default=0.01,
@@ -98,6 +104,7 @@ def apply(
     gpus_per_worker: float | None,
     force: bool,
     batch_timeout: float,
+    allow_http: bool,
     max_error_rate: float,
     as_json: bool,
 ) -> None:
@@ -109,6 +116,19 @@ def apply(
     OUTPUT/data/b.jpg). A name keeps its extension unless the format changes (.JPG stays
     .JPG; x.tif becomes x.png). Hidden files and folders, and --output inside --input, are
     skipped. Each result has its input's size (after EXIF orientation), ICC profile and EXIF.
+
+    \b
+    One style per output: --output belongs to the first style applied there (recorded in
+    _manifest/owner.json); another style is refused before any work. Another version of
+    that style restyles every photo, and only its rows count as done from then on, so an
+    'ok' row always describes the file at its output_uri.
+
+    \b
+    Refused inputs (error rows naming the problem): anything but a regular file (FIFOs,
+    devices), files over the size cap (8 bytes per pixel of the pixel limit), symbolic
+    links leading out of --input, two inputs with one result path (a//x.jpg and a/x.jpg),
+    and a manifest's URIs of schemes other than local files, object stores (s3, gs, az)
+    and those of --input and --output (http(s) only with --allow-http).
 
     \b
     Resuming: every batch is committed to OUTPUT/_manifest/ as soon as it is written, so a
@@ -132,6 +152,7 @@ def apply(
         gpus_per_worker=gpus_per_worker,
         force=force,
         batch_timeout=batch_timeout,
+        allow_http=allow_http,
     )
     with reported(uri):
         style = load_style(Catalog(uri), style_spec)

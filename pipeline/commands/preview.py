@@ -18,6 +18,7 @@ from pipeline import contact_sheet
 from pipeline.commands.errors import reported
 from pipeline.commands.options import s3_timeout_options
 from pipeline.manifests import MANIFEST_DIR, STATUS_OK, ManifestError, read_outputs
+from pipeline.ownership import current_filter, read_owner
 from pipeline.storage import StorageError, filesystem, join, read_bytes, uri_of, write_atomic
 
 __all__ = ["latest_results", "preview"]
@@ -92,7 +93,7 @@ def latest_results(output_uri: str, count: int) -> pa.Table:
 
     Two scans, so that a manifest of millions of rows is never read whole: only the input and
     time columns to pick the inputs, then the full rows of those inputs only."""
-    ok = pc.field("status") == STATUS_OK
+    ok = (pc.field("status") == STATUS_OK) & current_filter(read_owner(output_uri))  # rows of the files there now
     times = read_outputs(output_uri, columns=["input_uri", "finished_at"], filter=ok)
     if times.num_rows == 0:
         manifest = join(output_uri, MANIFEST_DIR)
