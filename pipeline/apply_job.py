@@ -25,8 +25,13 @@ activations no longer fit in cache) and only helped 64 px thumbnails.
 
 Every batch commits its own manifest part as soon as it is written (``apply_stages``), so a job
 killed at any point loses at most the batches in flight. Ray's workers outlive a killed driver
-by a second or two and may still commit the batch in their hands: a rerun started inside that
-window records those photos twice (the same output; "done" and ``status`` count inputs once).
+by a second or two and may still commit the batch in their hands; a rerun started inside that
+window (a restarted driver) would record those photos twice, so each run holds a lease on its
+output, taken before planning, which revokes the old run's and fences its late commits
+(``pipeline.leases``).
+
+On a cluster of several nodes, local ``--input``/``--output`` paths are refused unless declared
+shared (``ApplyOptions.shared_fs``): each node would write its own disk.
 """
 
 from __future__ import annotations
@@ -47,10 +52,11 @@ from ray.exceptions import RayError
 from photostyle.stylize import DEFAULT_WORKING_SIDE
 from pipeline.apply_stages import CommitSpec, DecodeSpec, StyliseActor, read_and_decode, write_and_commit
 from pipeline.inputs import first_occurrences, list_inputs
+from pipeline.leases import RunLease
 from pipeline.manifests import OUTPUTS_SCHEMA, STATUS_ERROR, compact_run, pending_inputs, write_outputs_part
 from pipeline.outputs import SAME_FORMAT, OutputLayout, new_run_id
 from pipeline.published import LoadedStyle
-from pipeline.ray_runtime import cluster_has_gpus, ensure_ray
+from pipeline.ray_runtime import NodeLocalPath, cluster_has_gpus, ensure_ray, refuse_node_local
 from pipeline.storage import filesystem, uri_of
 
 __all__ = ["ApplyOptions", "ApplyResult", "JobFailed", "Plan", "PlanError", "build_dataset", "plan_apply", "run_apply"]
@@ -82,6 +88,7 @@ class ApplyOptions:
     concurrency: int | None = None
     gpus_per_worker: float | None = None
     force: bool = False
+    shared_fs: bool = False  # local paths are on a file system every node mounts
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,7 @@ class Plan:
     skipped: int  # inputs already ok for this style version
     run_id: str
     started: float  # time.monotonic() when planning began
+    lease: RunLease  # held from before the done set was read; released by run_apply
 
 
 @dataclass(frozen=True)
@@ -139,6 +147,7 @@ def plan_apply(style: LoadedStyle, input_uri: str, output_uri: str, options: App
     inputs = list_inputs(input_uri, exclude=output)
     if inputs.root is not None and (inputs.root == output or inputs.root.startswith(output + "/")):
         raise PlanError(f"--output {output_uri} must not be the input folder or contain it ({input_uri})")
+    _refuse_node_local(input_uri, inputs.uris if inputs.root is None else None, output_uri, options)
     layout = OutputLayout(output, inputs.root, options.format)
 
     # Memory, at 10 M inputs: only the small sets (done slices, conflicts) are ever hashed
@@ -146,8 +155,15 @@ def plan_apply(style: LoadedStyle, input_uri: str, output_uri: str, options: App
     conflicts = layout.conflicts(inputs.uris)
     listed, todo = len(inputs.uris), inputs.uris
     del inputs
-    if not options.force:
-        todo = pending_inputs(todo, output, style.ref.name, style.ref.version)
+    run_id = new_run_id()
+    lease = RunLease(output, run_id)
+    lease.acquire()  # before reading what is done: an old run's late commits are fenced off
+    try:
+        if not options.force:
+            todo = pending_inputs(todo, output, style.ref.name, style.ref.version)
+    except BaseException:
+        lease.release()
+        raise
     skipped = listed - len(todo)
     if layout.input_root is None:
         todo = first_occurrences(todo)
@@ -160,7 +176,23 @@ def plan_apply(style: LoadedStyle, input_uri: str, output_uri: str, options: App
         "%s: %d inputs, %d already done, %d to stylise, %d refused",
         style.ref.spec, listed, skipped, len(todo), rejected.num_rows,
     )
-    return Plan(style, layout, todo, rejected, skipped, new_run_id(), started)
+    return Plan(style, layout, todo, rejected, skipped, run_id, started, lease)
+
+
+def _refuse_node_local(input_uri: str, listed: pa.Array | pa.ChunkedArray | None, output_uri: str, options: ApplyOptions) -> None:
+    """Refuse local input or output paths on a multi-node cluster (see ``refuse_node_local``);
+    ``listed``: a URI manifest's photos, which the workers read (the manifest itself, the driver)."""
+    paths = {"--output": output_uri}
+    if listed is None:
+        paths["--input"] = input_uri
+    else:
+        local = pc.filter(listed, pc.match_substring_regex(listed, r"^(/|file://)"))
+        if len(local):
+            paths[f"--input {input_uri} lists {len(local)} local photo(s), e.g."] = local[0].as_py()
+    try:
+        refuse_node_local(paths, shared_fs=options.shared_fs)
+    except NodeLocalPath as exc:
+        raise PlanError(str(exc)) from exc
 
 
 def build_dataset(plan: Plan, options: ApplyOptions) -> ray.data.Dataset:
@@ -210,21 +242,24 @@ def build_dataset(plan: Plan, options: ApplyOptions) -> ray.data.Dataset:
 def run_apply(plan: Plan, options: ApplyOptions) -> ApplyResult:
     """Record the refused inputs, stream the work list through Ray (started or joined here if
     needed) and count what this run committed."""
-    errors = _record_rejected(plan)
-    processed, model_seconds = 0, 0.0
-    if len(plan.todo):
-        ensure_ray()
-        try:
-            for summary in build_dataset(plan, options).iter_batches(batch_size=None, batch_format="pyarrow"):
-                fatal = pc.drop_null(summary["fatal"])
-                if len(fatal):
-                    raise JobFailed(_stopped(plan, processed + errors, fatal[0].as_py()))
-                processed += pc.sum(summary["ok"]).as_py()
-                errors += pc.sum(summary["errors"]).as_py()
-                model_seconds += pc.sum(summary["model_seconds"]).as_py()
-        except RayError as exc:
-            raise JobFailed(_stopped(plan, processed + errors, _root_cause(exc))) from exc
-    _compact(plan)
+    try:
+        errors = _record_rejected(plan)
+        processed, model_seconds = 0, 0.0
+        if len(plan.todo):
+            ensure_ray()
+            try:
+                for summary in build_dataset(plan, options).iter_batches(batch_size=None, batch_format="pyarrow"):
+                    fatal = pc.drop_null(summary["fatal"])
+                    if len(fatal):
+                        raise JobFailed(_stopped(plan, processed + errors, fatal[0].as_py()))
+                    processed += pc.sum(summary["ok"]).as_py()
+                    errors += pc.sum(summary["errors"]).as_py()
+                    model_seconds += pc.sum(summary["model_seconds"]).as_py()
+            except RayError as exc:
+                raise JobFailed(_stopped(plan, processed + errors, _root_cause(exc))) from exc
+        _compact(plan)
+    finally:
+        plan.lease.release()
     ref = plan.style.ref
     return ApplyResult(
         processed=processed,

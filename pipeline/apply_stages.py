@@ -10,7 +10,9 @@ photos of every size share one batch, and the stylise step runs them one at a ti
 Commit protocol (``write_and_commit``): every result is written whole (temp file + rename
 locally, one PUT on object stores), *then* one manifest part records exactly this batch. A
 crash before the part is written leaves results without rows: the next run redoes them and
-overwrites them with identical content. A crash after leaves nothing to redo.
+overwrites them with identical content. A crash after leaves nothing to redo. Before writing
+photos and again before committing, a batch checks that its run still holds its lease on the
+output (``pipeline.leases``): a batch of a run that a newer one took over commits nothing.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from datetime import datetime, timezone
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import ray
 from PIL import Image
 
 from photostyle import Base, Style, Stylizer
 from photostyle.imageio import DEFAULT_MAX_PIXELS, decode, encode
 from photostyle.stylize import DEFAULT_WORKING_SIDE
+from pipeline.leases import GRACE_SECONDS, LeaseLost, RunLease
 from pipeline.manifests import STATUS_ERROR, STATUS_OK, write_outputs_part
 from pipeline.outputs import OutputLayout
 from pipeline.storage import filesystem, join, read_bytes, write_atomic
@@ -46,6 +50,8 @@ DECODED_SCHEMA = pa.schema(
         pa.field("exif", pa.binary()),
         pa.field("error", pa.string()),
         pa.field("model_seconds", pa.float64()),  # null until stylised
+        pa.field("node_id", pa.string()),  # where it was stylised; null until then
+        pa.field("device", pa.string()),
     ]
 )
 
@@ -147,12 +153,17 @@ def write_and_commit(batch: pa.Table, spec: CommitSpec) -> pa.Table:
     (ok and error rows). Returns one :data:`SUMMARY_SCHEMA` row; ``fatal`` says why the part
     could not be written (the job must stop: nothing it does can be recorded)."""
     layout = spec.layout
+    lease = RunLease(layout.output, spec.run_id)
+    try:
+        lease.check()
+    except LeaseLost as exc:
+        return _fatal(str(exc))
     fs, root = filesystem(layout.output)
     targets = layout.targets(batch["input_uri"])
-    columns = ("input_uri", "pixels", "width", "height", "icc_profile", "exif", "error", "model_seconds")
+    columns = ("input_uri", "pixels", "width", "height", "icc_profile", "exif", "error", "model_seconds", "node_id", "device")
     values = zip(*(batch[c].to_pylist() for c in columns), *(targets[c].to_pylist() for c in ("path", "format")))
     rows = []
-    for uri, data, width, height, icc, exif, error, seconds, path, fmt in values:
+    for uri, data, width, height, icc, exif, error, seconds, node_id, device, path, fmt in values:
         output_uri = join(layout.output, path)
         if error is None:
             try:
@@ -176,12 +187,19 @@ def write_and_commit(batch: pa.Table, spec: CommitSpec) -> pa.Table:
                 "seconds": seconds,
                 "run_id": spec.run_id,
                 "finished_at": datetime.now(timezone.utc),
+                "node_id": node_id,
+                "device": device,
             }
         )
     try:
-        write_outputs_part(layout.output, rows)
+        lease.check()
+        checked = time.monotonic()
+        part = write_outputs_part(layout.output, rows)
+        if time.monotonic() - checked > GRACE_SECONDS / 2 and not lease.held():
+            fs.rm(filesystem(part)[1])  # may have landed after a newer run planned: withdrawn
+            lease.check()
     except Exception as exc:  # the manifest cannot be written: nothing more can be committed
-        return pa.table({**_summary(0, 0, 0.0), "fatal": [str(exc)]}, schema=SUMMARY_SCHEMA)
+        return _fatal(str(exc))
     ok = sum(r["error"] is None for r in rows)
     model_seconds = pc.sum(batch["model_seconds"]).as_py() or 0.0
     return pa.table({**_summary(ok, len(rows) - ok, model_seconds), "fatal": [None]}, schema=SUMMARY_SCHEMA)
@@ -189,6 +207,10 @@ def write_and_commit(batch: pa.Table, spec: CommitSpec) -> pa.Table:
 
 def _summary(ok: int, errors: int, model_seconds: float) -> dict[str, list]:
     return {"ok": [ok], "errors": [errors], "model_seconds": [model_seconds]}
+
+
+def _fatal(reason: str) -> pa.Table:
+    return pa.table({**_summary(0, 0, 0.0), "fatal": [reason]}, schema=SUMMARY_SCHEMA)
 
 
 class StyliseActor:
@@ -217,9 +239,12 @@ class StyliseActor:
             working_side=working_side,
         )
         self.decode, self.commit = decode, commit
+        self.node_id = ray.get_runtime_context().get_node_id()  # recorded in every row it stylises
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         if self.decode is not None:
             batch = read_and_decode(batch, self.decode)
         batch = stylise(self.stylizer, batch)
+        for name, value in (("node_id", self.node_id), ("device", str(self.stylizer.device))):
+            batch = batch.set_column(batch.schema.get_field_index(name), name, pa.repeat(pa.scalar(value, pa.string()), batch.num_rows))
         return write_and_commit(batch, self.commit) if self.commit is not None else batch

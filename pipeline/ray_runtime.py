@@ -1,21 +1,32 @@
 """Where the pipeline's Ray tasks run: the cluster at ``$RAY_ADDRESS``, else a local Ray started
 for this one command (no setup needed for a first run on a laptop or a single GPU box).
 
-Shared by every command that launches tasks, so they all join clusters the same way.
+Shared by every command that launches tasks, so they all join clusters the same way, and refuse
+the same way a local path that each node would resolve on its own disk.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 
 import ray
+from fsspec.implementations.local import LocalFileSystem
 
-__all__ = ["ensure_ray", "cluster_has_gpus"]
+from pipeline.storage import filesystem
+
+__all__ = ["NodeLocalPath", "cluster_has_gpus", "ensure_ray", "refuse_node_local"]
 
 log = logging.getLogger(__name__)
 
 ADDRESS_ENV = "RAY_ADDRESS"
+_NAMED = 3  # local paths named in a refusal; the rest are counted
+
+
+class NodeLocalPath(ValueError):
+    """A local path given to a job that runs on several nodes: each would read or write its own
+    disk there (results scattered over the nodes, photos not found), unless it is shared."""
 
 
 def ensure_ray() -> None:
@@ -41,3 +52,25 @@ def cluster_has_gpus() -> bool:
     """Whether the connected cluster has any GPU now (GPU nodes an autoscaler has not started
     yet do not count)."""
     return ray.cluster_resources().get("GPU", 0) > 0
+
+
+def refuse_node_local(paths: Mapping[str, str], *, shared_fs: bool) -> None:
+    """Raise :class:`NodeLocalPath`, naming each, if any of ``paths`` (what the user calls it ->
+    URI, e.g. ``{"--output": "/data/out"}``) is local and the Ray cluster has more than one node,
+    unless the user declared local paths shared (``--shared-fs``: an NFS/EFS mount on every node).
+
+    Joins the cluster at ``$RAY_ADDRESS`` to count its nodes; without one, the command starts a
+    local Ray of one node and there is nothing to refuse."""
+    local = [(what, uri) for what, uri in paths.items() if isinstance(filesystem(uri)[0], LocalFileSystem)]
+    if not local or shared_fs or not (ray.is_initialized() or os.environ.get(ADDRESS_ENV)):
+        return
+    ensure_ray()
+    nodes = sum(1 for node in ray.nodes() if node["Alive"])
+    if nodes < 2:
+        return
+    named = "; ".join(f"{what} {uri}" for what, uri in local[:_NAMED])
+    more = f" (and {len(local) - _NAMED} more)" if len(local) > _NAMED else ""
+    raise NodeLocalPath(
+        f"{named}{more}: a local path, but the Ray cluster has {nodes} nodes and each would use its own disk "
+        "there; use an object store (s3://...), or pass --shared-fs if every node mounts this path"
+    )

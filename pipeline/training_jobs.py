@@ -4,7 +4,9 @@ The driver only validates (the manifest, the settings, the base) and waits; ever
 are read, hashed, trained on and published inside its task, on whichever node runs it, so no
 photo or tensor passes through the driver. A row is a unit of failure: any Python error in it
 becomes that row's error (never retried, never fatal to other rows); a worker lost to a crash is
-retried by Ray.
+retried by Ray (on another node when its node is gone). Each style records the ``train`` run that
+published it (``train_run``), so a retry of a row whose first attempt published and then lost its
+node returns that publication instead of adding a second version, even with ``--force``.
 
 Skipping: a row whose ``NAME`` and ``NAME.reverse`` latest versions were trained from the same
 photo bytes (sha256) with the same settings is not trained again; :func:`same_training` is the
@@ -35,9 +37,10 @@ from photostyle.weights import WeightsError
 from pipeline.catalog import Catalog, CatalogError, StyleNotFound, StyleRef
 from pipeline.manifests import STATUS_ERROR, STATUS_OK, ManifestError, read_pairs
 from pipeline.names import InvalidName, validate_name
+from pipeline.outputs import new_run_id
 from pipeline.progress import ProgressView, RowProgress, RowReporter, start_board
 from pipeline.published import REVERSE_SUFFIX, load_base, publish_pair
-from pipeline.ray_runtime import cluster_has_gpus, ensure_ray
+from pipeline.ray_runtime import NodeLocalPath, cluster_has_gpus, ensure_ray, refuse_node_local
 from pipeline.storage import BACKEND_ERRORS, ObjectNotFound, StorageError, filesystem, read_bytes, uri_of
 
 __all__ = [
@@ -50,6 +53,7 @@ __all__ = [
     "TrainJob",
     "fetch_weights",
     "load_rows",
+    "refuse_node_local_paths",
     "resolve_job",
     "run_rows",
     "same_training",
@@ -95,6 +99,7 @@ class TrainJob:
     base: str | None = None  # style mode: the frozen base to train on
     force: bool = False
     cpus_per_task: float = 1.0
+    run_id: str | None = None  # this train run, recorded as each style's train_run (set by run_rows)
 
     def train_config(self, loss_weights: str) -> TrainConfig:
         random = self.loss_net == "random"
@@ -204,6 +209,20 @@ def resolve_job(job: TrainJob) -> TrainJob:
     return dataclasses.replace(job, iterations=config.iterations, crop=config.crop)
 
 
+def refuse_node_local_paths(rows: list[Row], job: TrainJob, *, shared_fs: bool) -> None:
+    """Refuse (``SettingsError``, naming each) a local store, loss-network weights or row photo
+    that the row tasks would resolve on their own node's disk (see ``refuse_node_local``)."""
+    paths = {"--store": job.store}
+    if job.vgg_weights:
+        paths["--vgg-weights"] = job.vgg_weights
+    for row in rows:
+        paths.update({f"row {row.name!r} content": row.content, f"row {row.name!r} style": row.style})
+    try:
+        refuse_node_local(paths, shared_fs=shared_fs)
+    except NodeLocalPath as exc:
+        raise SettingsError(str(exc)) from exc
+
+
 def _absolute(uri: str) -> str:
     """Local paths made absolute (tasks on other nodes or in other directories read the same
     file); other URIs unchanged."""
@@ -216,6 +235,7 @@ def run_rows(rows: list[Row], job: TrainJob, *, gpus_per_task: float | None = No
     while it trains and logging a line as each finishes; results in row order. ``gpus_per_task``
     None: 1 if the cluster has GPUs, else 0."""
     ensure_ray()
+    job = job if job.run_id else dataclasses.replace(job, run_id=new_run_id())
     num_gpus = gpus_per_task if gpus_per_task is not None else (1.0 if cluster_has_gpus() else 0.0)
     _warn_if_unschedulable(job.cpus_per_task, num_gpus)
     task = _train_row_task.options(num_cpus=job.cpus_per_task, num_gpus=num_gpus)
@@ -306,8 +326,12 @@ def train_row(row: Row, job: TrainJob, board: Any = None) -> RowResult:
             "content": {"uri": row.content, "sha256": hashlib.sha256(content_bytes).hexdigest()},
             "style": {"uri": row.style, "sha256": hashlib.sha256(style_bytes).hexdigest()},
             "settings": job.settings(weights_identity),
+            "train_run": job.run_id,
         }
         existing = _existing(catalog, row.name, provenance)  # even with --force: fails fast on a bad store
+        if existing and job.run_id and all(catalog.style_meta(ref).get("train_run") == job.run_id for ref in existing):
+            log.info("%s: published by an earlier attempt of this run (its node was lost); not again", row.name)
+            return RowResult(row.name, STATUS_OK, time.perf_counter() - start, base=existing[0].base_id, styles=existing)
         if existing and not job.force:
             log.info("%s: already trained from the same photos and settings; skipping", row.name)
             seconds = time.perf_counter() - start

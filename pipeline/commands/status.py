@@ -20,7 +20,7 @@ def status(output_uri: str, as_json: bool) -> None:
     """Photos ok and failed under --output, per style version, and the runs that wrote them.
 
     Counted per distinct input: an input with any 'ok' row is ok, even if an earlier
-    attempt failed."""
+    attempt failed. Per Ray node: the attempts (manifest rows) it ran."""
     with reported(output_uri):
         summary = summarize(output_uri)
     if as_json:
@@ -29,5 +29,7 @@ def status(output_uri: str, as_json: bool) -> None:
     click.echo(f"{summary['ok']} ok, {summary['error']} failed, {summary['runs']} run(s)")
     for s in summary["styles"]:
         click.echo(f"  {s['style']}@{s['style_version']}: {s['ok']} ok, {s['error']} failed")
+    for n in summary["nodes"]:
+        click.echo(f"  node {n['node_id'] or '(none recorded)'}: {n['ok']} ok, {n['error']} failed attempts")
     last = summary["last_run"]
     click.echo(f"last run {last['run_id']} (finished {last['finished_at']}): {last['ok']} ok, {last['error']} failed")

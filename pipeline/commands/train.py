@@ -10,7 +10,7 @@ from collections import Counter
 import click
 
 from pipeline.commands.errors import reported
-from pipeline.commands.options import store_option, train_options
+from pipeline.commands.options import shared_fs_option, store_option, train_options
 from pipeline.manifests import STATUS_ERROR, STATUS_OK
 from pipeline.storage import resolve_store
 from pipeline.training_jobs import (
@@ -20,6 +20,7 @@ from pipeline.training_jobs import (
     SettingsError,
     TrainJob,
     load_rows,
+    refuse_node_local_paths,
     resolve_job,
     run_rows,
 )
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 @click.option("--base", "base_id", metavar="BASE_ID", help="The base to train new styles on (--mode style).")
 @train_options
 @click.option("--force", is_flag=True, help="Train rows again even if already trained the same way.")
+@shared_fs_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout, for scripts.")
 def train(
     pairs_uri: str,
@@ -59,13 +61,15 @@ def train(
     gpus_per_task: float | None,
     cpus_per_task: float,
     force: bool,
+    shared_fs: bool,
     as_json: bool,
 ) -> None:
     """Train one style pair per row of the pairs manifest, as Ray tasks, and publish them.
 
     Each row publishes NAME (the style photo's look) and NAME.reverse (the content photo's look).
     Rows already trained from the same photos with the same settings are skipped. Uses the Ray
-    cluster at $RAY_ADDRESS, else a local Ray. Exit status 1 if any row failed."""
+    cluster at $RAY_ADDRESS, else a local Ray; on one of several nodes, local paths (store, photos,
+    weights) are refused unless --shared-fs. Exit status 1 if any row failed."""
     job = TrainJob(
         store=resolve_store(store),
         mode=mode,
@@ -83,6 +87,7 @@ def train(
         rows = load_rows(pairs_uri)
         try:
             job = resolve_job(job)
+            refuse_node_local_paths(rows, job, shared_fs=shared_fs)
         except SettingsError as exc:
             raise click.UsageError(str(exc)) from exc
     results = run_rows(rows, job, gpus_per_task=gpus_per_task)
