@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+import threading
 from collections.abc import Mapping
+from typing import Any, TextIO
 
 import ray
 from fsspec.implementations.local import LocalFileSystem
@@ -36,9 +39,12 @@ def ensure_ray() -> None:
     a stale cluster this machine may have run before). Worker output is not forwarded to this
     process: commands print machine-readable results on stdout, and a library's stray print in a
     worker must not end up in them. Rows report their own errors; worker logs stay in Ray's
-    session log directory."""
+    session log directory. Ray still prints cluster events (a node's death) to stdout from a
+    background thread, so from here on only this process's main thread writes to stdout."""
     if ray.is_initialized():
         return
+    if not isinstance(sys.stdout, _MainThreadStdout):
+        sys.stdout = _MainThreadStdout(sys.stdout, sys.stderr)
     address = os.environ.get(ADDRESS_ENV)
     if address:
         log.info("joining the Ray cluster at %s", address)
@@ -46,6 +52,27 @@ def ensure_ray() -> None:
     else:
         log.info("starting a local Ray (set %s to use a cluster)", ADDRESS_ENV)
         ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
+
+
+class _MainThreadStdout:
+    """``sys.stdout`` for the main thread, ``sys.stderr`` for every other: the driver's Ray
+    threads print cluster error messages (e.g. a raylet's state dump when its node dies) to
+    ``sys.stdout`` whatever ``log_to_driver`` says, and ``--json`` promises one JSON document there."""
+
+    def __init__(self, stdout: TextIO, stderr: TextIO) -> None:
+        self._stdout, self._stderr = stdout, stderr
+
+    def _target(self) -> TextIO:
+        return self._stdout if threading.current_thread() is threading.main_thread() else self._stderr
+
+    def write(self, text: str) -> int:
+        return self._target().write(text)
+
+    def flush(self) -> None:
+        self._target().flush()
+
+    def __getattr__(self, name: str) -> Any:  # encoding, isatty, fileno, ...: the real stdout's
+        return getattr(self._stdout, name)
 
 
 def cluster_has_gpus() -> bool:

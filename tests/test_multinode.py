@@ -31,7 +31,7 @@ from pipeline.published import publish_pair
 from tests.conftest import RayCluster
 
 PHOTOS = 40
-ITERATIONS = "300"  # seconds of training on one core: long enough to lose its node mid-row
+ITERATIONS = "100"  # long enough on one core to lose its node mid-row
 TIMEOUT = 240  # seconds for one command; a hang fails the test instead of the suite
 
 
