@@ -153,21 +153,28 @@ class RayCluster:
         (node,) = [n for n in self.cluster.worker_nodes if n.node_id == node_id]
         return node
 
-    def worker_running(self, title: str):
-        """The worker node that has a process titled ``title`` (Ray names a task's process
-        ``ray::<function>``), or None."""
+    def processes(self, title: str) -> dict[int, object]:
+        """This cluster's worker-node processes whose title starts with ``title`` (Ray names a
+        task's process ``ray::<function>``, an actor's ``ray::<class>``), each with its node.
+        Only descendants of this cluster's raylets: other Rays may run on the machine."""
         raylets = {n.all_processes["raylet"][0].process.pid: n for n in self.cluster.worker_nodes}
+        found = {}
         for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
             try:
                 if not Path(f"/proc/{pid}/cmdline").read_bytes().startswith(title.encode()):
                     continue
-                while pid > 1 and pid not in raylets:
-                    pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                ancestor = pid
+                while ancestor > 1 and ancestor not in raylets:
+                    ancestor = int(Path(f"/proc/{ancestor}/stat").read_text().rsplit(")", 1)[1].split()[1])
             except (OSError, ValueError, IndexError):
                 continue
-            if pid in raylets:
-                return raylets[pid]
-        return None
+            if ancestor in raylets:
+                found[pid] = raylets[ancestor]
+        return found
+
+    def worker_running(self, title: str):
+        """The worker node where a process titled ``title`` runs, or None."""
+        return next(iter(self.processes(title).values()), None)
 
     def shutdown(self) -> None:
         self.cluster.shutdown()

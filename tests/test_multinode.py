@@ -176,8 +176,8 @@ def test_a_driver_killed_and_restarted_at_once_records_each_photo_once(
     old.communicate()
     code, out, err = finish(new)
     assert code == 0, err[-3000:]
-    assert "revoked the lease of run" in err
     assert_each_photo_once(output, photos)
+    assert "revoked the lease of run" in err
     # the new run redid only what the old one had not committed
     rows = read_outputs(output)
     assert json.loads(out)["processed"] + json.loads(out)["skipped"] == PHOTOS
@@ -198,6 +198,41 @@ def pairs(bucket: str) -> str:
     pq.write_table(table, data)
     s3.put_object(Bucket=bucket, Key="pairs/pairs.parquet", Body=data.getvalue())
     return f"s3://{bucket}/pairs/pairs.parquet"
+
+
+def test_an_old_run_whose_workers_still_commit_after_a_newer_run_planned_is_fenced_off(
+    ray_cluster: RayCluster, store: str, photos: str, bucket: str
+) -> None:
+    """The race a restarted driver meets, made certain: the old run's stylise workers are frozen
+    (SIGSTOP) holding their batches while a newer run plans and commits, then resume. They must
+    commit nothing: the old run stops, naming the lease it lost, and each photo has one row."""
+    output = f"s3://{bucket}/out-fenced"
+    old = command(ray_cluster, *apply_args(store, photos, output))
+    (first, *_) = wait_for_parts(output, old, at_least=2)
+    old_run = first.rsplit("/", 1)[-1][len("part-") :].rsplit("-", 1)[0]
+    frozen = list(ray_cluster.processes("ray::MapWorker"))
+    assert frozen, "no stylise worker found"
+    try:
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        spare = ray_cluster.add_worker()  # the frozen workers hold the other CPUs
+        new = command(ray_cluster, *apply_args(store, photos, output, "--concurrency", "1"))
+        deadline = time.monotonic() + TIMEOUT
+        while not [p for p in parts(output) if old_run not in p]:  # the new run has planned and committed
+            assert new.poll() is None and time.monotonic() < deadline, "the new run never committed"
+            time.sleep(0.1)
+    finally:
+        for pid in frozen:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+    old_code, _, old_err = finish(old)
+    code, out, err = finish(new)
+    assert code == 0, err[-3000:]
+    assert_each_photo_once(output, photos)
+    assert old_code == 1 and f"run {old_run} no longer holds its lease" in old_err, old_err[-3000:]
+    ray_cluster.remove_worker(spare)
 
 
 def test_train_retries_a_row_whose_node_is_lost_elsewhere_and_publishes_it_once(
