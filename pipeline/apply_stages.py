@@ -160,7 +160,9 @@ def write_and_commit(batch: pa.Table, spec: CommitSpec) -> pa.Table:
         return _fatal(str(exc))
     fs, root = filesystem(layout.output)
     targets = layout.targets(batch["input_uri"])
-    columns = ("input_uri", "pixels", "width", "height", "icc_profile", "exif", "error", "model_seconds", "node_id", "device")
+    columns = (
+        "input_uri", "pixels", "width", "height", "icc_profile", "exif", "error", "model_seconds", "node_id", "device",
+    )  # fmt: skip
     values = zip(*(batch[c].to_pylist() for c in columns), *(targets[c].to_pylist() for c in ("path", "format")))
     rows = []
     for uri, data, width, height, icc, exif, error, seconds, node_id, device, path, fmt in values:
@@ -246,5 +248,6 @@ class StyliseActor:
             batch = read_and_decode(batch, self.decode)
         batch = stylise(self.stylizer, batch)
         for name, value in (("node_id", self.node_id), ("device", str(self.stylizer.device))):
-            batch = batch.set_column(batch.schema.get_field_index(name), name, pa.repeat(pa.scalar(value, pa.string()), batch.num_rows))
+            column = pa.repeat(pa.scalar(value, pa.string()), batch.num_rows)
+            batch = batch.set_column(batch.schema.get_field_index(name), name, column)
         return write_and_commit(batch, self.commit) if self.commit is not None else batch

@@ -12,6 +12,7 @@ import os
 import sys
 import threading
 from collections.abc import Mapping
+from types import FrameType
 from typing import Any, TextIO
 
 import ray
@@ -39,12 +40,12 @@ def ensure_ray() -> None:
     a stale cluster this machine may have run before). Worker output is not forwarded to this
     process: commands print machine-readable results on stdout, and a library's stray print in a
     worker must not end up in them. Rows report their own errors; worker logs stay in Ray's
-    session log directory. Ray still prints cluster events (a node's death) to stdout from a
-    background thread, so from here on only this process's main thread writes to stdout."""
+    session log directory. Ray still prints cluster events (a node's death) to stdout, so from
+    here on its prints go to stderr (:class:`_CommandStdout`)."""
     if ray.is_initialized():
         return
-    if not isinstance(sys.stdout, _MainThreadStdout):
-        sys.stdout = _MainThreadStdout(sys.stdout, sys.stderr)
+    if not isinstance(sys.stdout, _CommandStdout):
+        sys.stdout = _CommandStdout(sys.stdout, sys.stderr)
     address = os.environ.get(ADDRESS_ENV)
     if address:
         log.info("joining the Ray cluster at %s", address)
@@ -54,22 +55,26 @@ def ensure_ray() -> None:
         ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
 
 
-class _MainThreadStdout:
-    """``sys.stdout`` for the main thread, ``sys.stderr`` for every other: the driver's Ray
-    threads print cluster error messages (e.g. a raylet's state dump when its node dies) to
-    ``sys.stdout`` whatever ``log_to_driver`` says, and ``--json`` promises one JSON document there."""
+class _CommandStdout:
+    """``sys.stdout`` for what the command itself prints; ``sys.stderr`` for Ray's own prints
+    and anything a background thread writes. The driver's Ray prints cluster error messages
+    (e.g. a raylet's state dump when its node dies) to ``sys.stdout`` whatever ``log_to_driver``
+    says: from a background thread as they come, and from the main thread when it disconnects
+    at exit (the repeats it held back). ``--json`` promises one JSON document on stdout."""
 
     def __init__(self, stdout: TextIO, stderr: TextIO) -> None:
         self._stdout, self._stderr = stdout, stderr
 
-    def _target(self) -> TextIO:
-        return self._stdout if threading.current_thread() is threading.main_thread() else self._stderr
+    def _target(self, caller: FrameType | None) -> TextIO:
+        from_ray = caller is not None and caller.f_globals.get("__name__", "").startswith("ray.")
+        main = threading.current_thread() is threading.main_thread()
+        return self._stderr if from_ray or not main else self._stdout
 
     def write(self, text: str) -> int:
-        return self._target().write(text)
+        return self._target(sys._getframe(1)).write(text)
 
     def flush(self) -> None:
-        self._target().flush()
+        self._target(sys._getframe(1)).flush()
 
     def __getattr__(self, name: str) -> Any:  # encoding, isatty, fileno, ...: the real stdout's
         return getattr(self._stdout, name)

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 
@@ -278,3 +279,22 @@ def test_local_paths_are_refused_by_name_on_several_nodes_unless_declared_shared
     code, out, err = finish(command(ray_cluster, *apply_args(store, photos, local_out, "--shared-fs")))
     assert code == 0, err[-3000:]
     assert json.loads(out)["processed"] == PHOTOS
+
+
+def test_rays_own_prints_never_reach_a_commands_stdout() -> None:
+    """What the driver's Ray prints about the cluster (a node's death, from a background thread;
+    the repeats it held back, from the main thread at exit) goes to stderr: ``--json`` leaves
+    one document on stdout. Found when a node-loss run printed a raylet's state dump there."""
+    from ray._private.worker import print_worker_logs
+
+    from pipeline.ray_runtime import _CommandStdout
+
+    out, err = io.StringIO(), io.StringIO()
+    stdout = _CommandStdout(out, err)
+    print('{"processed": 1}', file=stdout)
+    thread = threading.Thread(target=print, args=("from a thread",), kwargs={"file": stdout})
+    thread.start()
+    thread.join()
+    print_worker_logs({"lines": ["The node with node id: 90 has been marked dead"], "pid": "raylet", "ip": "10.0.0.1"}, stdout)
+    assert out.getvalue() == '{"processed": 1}\n'
+    assert "from a thread" in err.getvalue() and "has been marked dead" in err.getvalue()

@@ -68,7 +68,7 @@ def train(
 
     Each row publishes NAME (the style photo's look) and NAME.reverse (the content photo's look).
     Rows already trained from the same photos with the same settings are skipped. Uses the Ray
-    cluster at $RAY_ADDRESS, else a local Ray; on one of several nodes, local paths (store, photos,
+    cluster at $RAY_ADDRESS, else a local Ray; on a cluster of several nodes, local paths (store, photos,
     weights) are refused unless --shared-fs. Exit status 1 if any row failed."""
     job = TrainJob(
         store=resolve_store(store),
