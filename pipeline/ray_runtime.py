@@ -71,10 +71,10 @@ class _CommandStdout:
         return self._stderr if from_ray or not main else self._stdout
 
     def write(self, text: str) -> int:
-        return self._target(sys._getframe(1)).write(text)
+        return self._target(sys._getframe().f_back).write(text)
 
     def flush(self) -> None:
-        self._target(sys._getframe(1)).flush()
+        self._target(sys._getframe().f_back).flush()
 
     def __getattr__(self, name: str) -> Any:  # encoding, isatty, fileno, ...: the real stdout's
         return getattr(self._stdout, name)

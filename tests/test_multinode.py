@@ -298,3 +298,7 @@ def test_rays_own_prints_never_reach_a_commands_stdout() -> None:
     print_worker_logs({"lines": ["The node with node id: 90 has been marked dead"], "pid": "raylet", "ip": "10.0.0.1"}, stdout)
     assert out.getvalue() == '{"processed": 1}\n'
     assert "from a thread" in err.getvalue() and "has been marked dead" in err.getvalue()
+    # and the interpreter's own flush at exit, with no Python caller, is no error (exit status 120)
+    script = "import sys; from pipeline.ray_runtime import _CommandStdout; sys.stdout = _CommandStdout(sys.stdout, sys.stderr); print(1)"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "1\n", "")
