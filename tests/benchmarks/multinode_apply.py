@@ -46,7 +46,8 @@ def free_port() -> int:
 def apply(env: dict[str, str], store: str, photos: str, output: str) -> tuple[float, dict]:
     start = time.monotonic()
     process = run(env, store, photos, output)
-    return time.monotonic() - start, result(process)
+    doc = result(process)
+    return time.monotonic() - start, doc
 
 
 def result(process: subprocess.Popen) -> dict:
