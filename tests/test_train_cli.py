@@ -337,8 +337,8 @@ def test_a_row_whose_node_dies_after_publishing_is_retried_without_a_second_vers
         Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(paths[-1])
     died = tmp_path / "died"
 
-    def publish_then_die(row: Row, job: TrainJob) -> training_jobs.RowResult:
-        result = training_jobs.train_row(row, job)
+    def publish_then_die(row: Row, job: TrainJob, board: object) -> training_jobs.RowResult:
+        result = training_jobs.train_row(row, job, board)
         if not died.exists():
             died.write_text(result.status)
             os._exit(1)
