@@ -302,3 +302,23 @@ def test_rays_own_prints_never_reach_a_commands_stdout() -> None:
     script = "import sys; from pipeline.ray_runtime import _CommandStdout; sys.stdout = _CommandStdout(sys.stdout, sys.stderr); print(1)"
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout, done.stderr) == (0, "1\n", "")
+
+
+def test_each_local_path_is_named_and_remote_or_shared_ones_pass(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """The refusal itself, against a stand-in for a cluster of three nodes (the e2e test above
+    runs it on a real one): every local path named, object-store paths and --shared-fs let through."""
+    from pipeline.ray_runtime import NodeLocalPath, refuse_node_local
+    from pipeline.training_jobs import Row, SettingsError, TrainJob, refuse_node_local_paths
+
+    monkeypatch.setattr("pipeline.ray_runtime.ray.is_initialized", lambda: True)
+    monkeypatch.setattr("pipeline.ray_runtime.ray.nodes", lambda: [{"Alive": True}] * 3 + [{"Alive": False}])
+    with pytest.raises(NodeLocalPath, match=r"^--output /data/out; --input file:///data/in: a local path, but the Ray cluster has 3 nodes"):
+        refuse_node_local({"--output": "/data/out", "--input": "file:///data/in", "--store": "s3://b/store"}, shared_fs=False)
+    refuse_node_local({"--output": "/data/out"}, shared_fs=True)
+    refuse_node_local({"--output": "s3://b/out", "--input": "memory://b/in"}, shared_fs=False)
+
+    rows = [Row(f"a{i}", f"/photos/{i}.png", "s3://b/s.png") for i in range(3)]
+    with pytest.raises(SettingsError, match=r"^--store /st; row 'a0' content /photos/0.png; .* \(and 1 more\): a local path"):
+        refuse_node_local_paths(rows, TrainJob(store="/st"), shared_fs=False)
+    monkeypatch.setattr("pipeline.ray_runtime.ray.nodes", lambda: [{"Alive": True}])
+    refuse_node_local_paths(rows, TrainJob(store="/st"), shared_fs=False)  # one node: its disk is the only one
