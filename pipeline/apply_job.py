@@ -30,8 +30,13 @@ activations no longer fit in cache) and only helped 64 px thumbnails.
 
 Every batch commits its own manifest part as soon as it is written (``apply_stages``), so a job
 killed at any point loses at most the batches in flight. Ray's workers outlive a killed driver
-by a second or two and may still commit the batch in their hands: a rerun started inside that
-window records those photos twice (the same output; "done" and ``status`` count inputs once).
+by a second or two and may still commit the batch in their hands; a rerun started inside that
+window (a restarted driver) would record those photos twice, so each run holds a lease on its
+output, taken before planning, which revokes the old run's and fences its late commits
+(``pipeline.leases``).
+
+On a cluster of several nodes, local ``--input``/``--output`` paths are refused unless declared
+shared (``ApplyOptions.shared_fs``): each node would write its own disk.
 """
 
 from __future__ import annotations
@@ -55,11 +60,12 @@ from ray.exceptions import RayError
 from photostyle.stylize import DEFAULT_WORKING_SIDE
 from pipeline.apply_stages import CommitSpec, DecodeSpec, StylizeActor, read_and_decode, write_and_commit
 from pipeline.inputs import HTTP_SCHEMES, OBJECT_STORE_SCHEMES, first_occurrences, list_inputs, refused_schemes, scheme_of
+from pipeline.leases import RunLease
 from pipeline.manifests import OUTPUTS_SCHEMA, STATUS_ERROR, compact_run, done_slices, pending_inputs, write_outputs_part
 from pipeline.outputs import SAME_FORMAT, OutputLayout, new_run_id
 from pipeline.ownership import Owner, claim_output
 from pipeline.published import LoadedStyle
-from pipeline.ray_runtime import cluster_has_gpus, ensure_ray
+from pipeline.ray_runtime import NodeLocalPath, cluster_has_gpus, ensure_ray, refuse_node_local
 from pipeline.storage import filesystem, uri_of
 
 __all__ = [
@@ -105,6 +111,7 @@ class ApplyOptions:
     force: bool = False
     batch_timeout: float = 1800.0  # seconds without a committed batch before the job is stopped
     allow_http: bool = False  # fetch a manifest's http(s):// URIs
+    shared_fs: bool = False  # local paths are on a file system every node mounts
 
 
 @dataclass(frozen=True)
@@ -119,6 +126,7 @@ class Plan:
     skipped: int  # inputs already ok for this style version
     run_id: str
     started: float  # time.monotonic() when planning began
+    lease: RunLease  # held from before the done set was read; released by run_apply
 
 
 @dataclass(frozen=True)
@@ -163,6 +171,7 @@ def plan_apply(style: LoadedStyle, input_uri: str, output_uri: str, options: App
     inputs = list_inputs(input_uri, exclude=output)
     if inputs.root is not None and (inputs.root == output or inputs.root.startswith(output + "/")):
         raise PlanError(f"--output {output_uri} must not be the input folder or contain it ({input_uri})")
+    _refuse_node_local(input_uri, inputs.uris if inputs.root is None else None, output_uri, options)
     layout = OutputLayout(output, inputs.root, options.format)
     ref = style.ref
     owner = claim_output(output, ref.name, ref.version, run_id)
@@ -174,8 +183,14 @@ def plan_apply(style: LoadedStyle, input_uri: str, output_uri: str, options: App
         conflicts = pa.concat_tables([refused_schemes(inputs.uris, _fetched_schemes(input_uri, output, options)), conflicts])
     listed, todo = len(inputs.uris), inputs.uris
     del inputs
-    if not options.force:
-        todo = pending_inputs(todo, output, owner.style, owner.style_version, owner.since)
+    lease = RunLease(output, run_id)
+    lease.acquire()  # before reading what is done: an old run's late commits are fenced off
+    try:
+        if not options.force:
+            todo = pending_inputs(todo, output, owner.style, owner.style_version, owner.since)
+    except BaseException:
+        lease.release()
+        raise
     skipped = listed - len(todo)
     if layout.input_root is None:
         todo = first_occurrences(todo)
@@ -190,7 +205,7 @@ def plan_apply(style: LoadedStyle, input_uri: str, output_uri: str, options: App
         "%s: %d inputs, %d already done, %d to stylise, %d refused",
         ref.spec, listed, skipped, len(todo), rejected.num_rows,
     )
-    return Plan(style, layout, owner, todo, rejected, skipped, run_id, started)
+    return Plan(style, layout, owner, todo, rejected, skipped, run_id, started, lease)
 
 
 def _results_of_others(layout: OutputLayout, todo: pa.Array | pa.ChunkedArray, owner: Owner) -> pa.Table:
@@ -243,6 +258,22 @@ def _first_reason(rejected: pa.Table) -> pa.Table:
     return rejected.filter(first)
 
 
+def _refuse_node_local(input_uri: str, listed: pa.Array | pa.ChunkedArray | None, output_uri: str, options: ApplyOptions) -> None:
+    """Refuse local input or output paths on a multi-node cluster (see ``refuse_node_local``);
+    ``listed``: a URI manifest's photos, which the workers read (the manifest itself, the driver)."""
+    paths = {"--output": output_uri}
+    if listed is None:
+        paths["--input"] = input_uri
+    else:
+        local = pc.filter(listed, pc.match_substring_regex(listed, r"^(/|file://)"))
+        if len(local):
+            paths[f"--input {input_uri} lists {len(local)} local photo(s), e.g."] = local[0].as_py()
+    try:
+        refuse_node_local(paths, shared_fs=options.shared_fs)
+    except NodeLocalPath as exc:
+        raise PlanError(str(exc)) from exc
+
+
 def build_dataset(plan: Plan, options: ApplyOptions) -> ray.data.Dataset:
     """The streaming Ray Data pipeline over ``plan.todo``; each output row summarises one
     committed batch (``ok``, ``errors``, ``model_seconds``). Ray must be initialised."""
@@ -293,24 +324,27 @@ def build_dataset(plan: Plan, options: ApplyOptions) -> ray.data.Dataset:
 def run_apply(plan: Plan, options: ApplyOptions) -> ApplyResult:
     """Record the refused inputs, stream the work list through Ray (started or joined here if
     needed) and count what this run committed."""
-    errors = _record_rejected(plan)
-    processed, model_seconds = 0, 0.0
-    if len(plan.todo):
-        ensure_ray()
-        try:
-            summaries = build_dataset(plan, options).iter_batches(batch_size=None, batch_format="pyarrow")
-            for summary in each_within(summaries, options.batch_timeout):
-                fatal = pc.drop_null(summary["fatal"])
-                if len(fatal):
-                    raise JobFailed(_stopped(plan, processed + errors, fatal[0].as_py()))
-                processed += pc.sum(summary["ok"]).as_py()
-                errors += pc.sum(summary["errors"]).as_py()
-                model_seconds += pc.sum(summary["model_seconds"]).as_py()
-        except RayError as exc:
-            raise JobFailed(_stopped(plan, processed + errors, _root_cause(exc))) from exc
-        except Stalled as exc:
-            raise JobFailed(_stopped(plan, processed + errors, str(exc))) from exc
-    _compact(plan)
+    try:
+        errors = _record_rejected(plan)
+        processed, model_seconds = 0, 0.0
+        if len(plan.todo):
+            ensure_ray()
+            try:
+                summaries = build_dataset(plan, options).iter_batches(batch_size=None, batch_format="pyarrow")
+                for summary in each_within(summaries, options.batch_timeout):
+                    fatal = pc.drop_null(summary["fatal"])
+                    if len(fatal):
+                        raise JobFailed(_stopped(plan, processed + errors, fatal[0].as_py()))
+                    processed += pc.sum(summary["ok"]).as_py()
+                    errors += pc.sum(summary["errors"]).as_py()
+                    model_seconds += pc.sum(summary["model_seconds"]).as_py()
+            except RayError as exc:
+                raise JobFailed(_stopped(plan, processed + errors, _root_cause(exc))) from exc
+            except Stalled as exc:
+                raise JobFailed(_stopped(plan, processed + errors, str(exc))) from exc
+        _compact(plan)
+    finally:
+        plan.lease.release()
     ref = plan.style.ref
     return ApplyResult(
         processed=processed,

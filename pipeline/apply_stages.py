@@ -17,6 +17,9 @@ stores), *then* one manifest part records exactly this batch. A crash before the
 written leaves results without rows: the next run redoes them and overwrites them with
 identical content. A crash after leaves nothing to redo. Before writing, each batch checks that
 the output folder still belongs to its style version (``pipeline.ownership``).
+A batch of a run that a newer one took over (a restarted driver) writes and commits nothing:
+before writing photos and again before committing, it checks that its run still holds its lease
+on the output (``pipeline.leases``).
 """
 
 from __future__ import annotations
@@ -30,12 +33,14 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import ray
 from PIL import Image
 
 from photostyle import Base, Style, Stylizer
 from photostyle.imageio import DEFAULT_MAX_PIXELS, Photo, decode, encode
 from photostyle.stylize import DEFAULT_WORKING_SIDE
 from pipeline.inputs import read_input
+from pipeline.leases import GRACE_SECONDS, LeaseLost, RunLease
 from pipeline.manifests import STATUS_ERROR, STATUS_OK, write_outputs_part
 from pipeline.outputs import OutputLayout
 from pipeline.ownership import Owner, OutputTaken, check_owner
@@ -67,6 +72,8 @@ DECODED_SCHEMA = pa.schema(
         pa.field("exif", pa.binary()),
         pa.field("error", pa.string()),
         pa.field("model_seconds", pa.float64()),  # null until stylised
+        pa.field("node_id", pa.string()),  # where it was stylised; null until then
+        pa.field("device", pa.string()),
     ]
 )
 
@@ -196,30 +203,33 @@ def write_and_commit(batch: pa.Table, spec: CommitSpec) -> pa.Table:
     """Encode and write every stylised photo of a decoded batch (GPU layout), then commit one
     manifest part for the whole batch (ok and error rows). Returns one :data:`SUMMARY_SCHEMA`
     row; ``fatal`` says why nothing could be committed (the job must stop)."""
-    if (stopped := _owner_changed(spec)) is not None:
+    if (stopped := _cannot_write(spec)) is not None:
         return stopped
     fs, root = filesystem(spec.layout.output)
     targets = spec.layout.targets(batch["input_uri"])
-    columns = ("input_uri", "pixels", "width", "height", "icc_profile", "exif", "error", "model_seconds")
+    columns = (
+        "input_uri", "pixels", "width", "height", "icc_profile", "exif", "error", "model_seconds", "node_id", "device",
+    )  # fmt: skip
     values = zip(*(batch[c].to_pylist() for c in columns), *(targets[c].to_pylist() for c in ("path", "format")))
     rows = []
-    for uri, data, width, height, icc, exif, error, seconds, path, fmt in values:
+    for uri, data, width, height, icc, exif, error, seconds, node_id, device, path, fmt in values:
         if error is None:
             image = Image.frombytes("RGB", (width, height), data)
             error = _write_result(fs, root, spec, uri, path, fmt, image, icc, exif)
-        rows.append(_row(spec, uri, path, error, width, height, seconds))
+        rows.append(_row(spec, uri, path, error, width, height, seconds, node_id, device))
     return _commit(spec, rows, pc.sum(batch["model_seconds"]).as_py() or 0.0)
 
 
-def process_and_commit(batch: pa.Table, stylizer: Stylizer, decode: DecodeSpec, spec: CommitSpec) -> pa.Table:
+def process_and_commit(batch: pa.Table, stylizer: Stylizer, decode: DecodeSpec, spec: CommitSpec, *, node_id: str) -> pa.Table:
     """Read, decode, stylise, encode and write each photo of a batch of ``input_uri`` in turn
-    (CPU layout: one photo's pixels in memory at a time), then commit one manifest part."""
-    if (stopped := _owner_changed(spec)) is not None:
+    (CPU layout: one photo's pixels in memory at a time), then commit one manifest part.
+    ``node_id``: the Ray node this runs on, recorded in every row with the stylizer's device."""
+    if (stopped := _cannot_write(spec)) is not None:
         return stopped
     fs, root = filesystem(spec.layout.output)
     uris = batch["input_uri"]
     targets = spec.layout.targets(uris)
-    rows, model_seconds = [], 0.0
+    rows, model_seconds, device = [], 0.0, str(stylizer.device)
     for uri, path, fmt in zip(uris.to_pylist(), *(targets[c].to_pylist() for c in ("path", "format"))):
         width = height = seconds = error = None
         try:
@@ -234,16 +244,18 @@ def process_and_commit(batch: pa.Table, stylizer: Stylizer, decode: DecodeSpec, 
         if error is None:
             error = _write_result(fs, root, spec, uri, path, fmt, out, icc, exif)
             del out
-        rows.append(_row(spec, uri, path, error, width, height, seconds))
+        rows.append(_row(spec, uri, path, error, width, height, seconds, node_id, device))
     return _commit(spec, rows, model_seconds)
 
 
-def _owner_changed(spec: CommitSpec) -> pa.Table | None:
-    """A fatal summary when the output folder no longer belongs to this run's style version."""
+def _cannot_write(spec: CommitSpec) -> pa.Table | None:
+    """A fatal summary when this batch must write nothing: the output folder belongs to another
+    style version now (``pipeline.ownership``), or a newer run took it over (``pipeline.leases``)."""
     try:
         check_owner(spec.layout.output, spec.owner)
-    except OutputTaken as exc:
-        return pa.table({**_summary(0, 0, 0.0), "fatal": [str(exc)]}, schema=SUMMARY_SCHEMA)
+        RunLease(spec.layout.output, spec.run_id).check()
+    except (OutputTaken, LeaseLost) as exc:
+        return _fatal(str(exc))
     return None
 
 
@@ -261,7 +273,15 @@ def _write_result(
 
 
 def _row(
-    spec: CommitSpec, uri: str, path: str, error: str | None, width: int | None, height: int | None, seconds: float | None
+    spec: CommitSpec,
+    uri: str,
+    path: str,
+    error: str | None,
+    width: int | None,
+    height: int | None,
+    seconds: float | None,
+    node_id: str | None,
+    device: str | None,
 ) -> dict[str, Any]:
     return {
         "input_uri": uri,
@@ -276,20 +296,35 @@ def _row(
         "seconds": seconds,
         "run_id": spec.run_id,
         "finished_at": datetime.now(timezone.utc),
+        "node_id": node_id,
+        "device": device,
     }
 
 
 def _commit(spec: CommitSpec, rows: list[dict[str, Any]], model_seconds: float) -> pa.Table:
+    """Commit one manifest part for ``rows`` while this run holds its lease; a part that may
+    have landed after a newer run planned (a slow PUT) is withdrawn."""
+    lease = RunLease(spec.layout.output, spec.run_id)
     try:
-        write_outputs_part(spec.layout.output, rows)
+        lease.check()
+        checked = time.monotonic()
+        part = write_outputs_part(spec.layout.output, rows)
+        if time.monotonic() - checked > GRACE_SECONDS / 2 and not lease.held():
+            fs, _ = filesystem(spec.layout.output)
+            fs.rm(filesystem(part)[1])
+            lease.check()
     except Exception as exc:  # the manifest cannot be written: nothing more can be committed
-        return pa.table({**_summary(0, 0, 0.0), "fatal": [str(exc)]}, schema=SUMMARY_SCHEMA)
+        return _fatal(str(exc))
     ok = sum(r["error"] is None for r in rows)
     return pa.table({**_summary(ok, len(rows) - ok, model_seconds), "fatal": [None]}, schema=SUMMARY_SCHEMA)
 
 
 def _summary(ok: int, errors: int, model_seconds: float) -> dict[str, list]:
     return {"ok": [ok], "errors": [errors], "model_seconds": [model_seconds]}
+
+
+def _fatal(reason: str) -> pa.Table:
+    return pa.table({**_summary(0, 0, 0.0), "fatal": [reason]}, schema=SUMMARY_SCHEMA)
 
 
 class StylizeActor:
@@ -320,8 +355,13 @@ class StylizeActor:
             working_side=working_side,
         )
         self.decode, self.commit = decode, commit
+        self.node_id = ray.get_runtime_context().get_node_id()  # recorded in every row it stylises
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         if self.decode is not None and self.commit is not None:
-            return process_and_commit(batch, self.stylizer, self.decode, self.commit)
-        return stylize_batch(self.stylizer, batch)
+            return process_and_commit(batch, self.stylizer, self.decode, self.commit, node_id=self.node_id)
+        batch = stylize_batch(self.stylizer, batch)
+        for name, value in (("node_id", self.node_id), ("device", str(self.stylizer.device))):
+            column = pa.repeat(pa.scalar(value, pa.string()), batch.num_rows)
+            batch = batch.set_column(batch.schema.get_field_index(name), name, column)
+        return batch

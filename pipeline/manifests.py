@@ -76,6 +76,10 @@ OUTPUTS_SCHEMA = pa.schema(
         pa.field("seconds", pa.float64()),
         pa.field("run_id", pa.string(), nullable=False),
         pa.field("finished_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        # Where the photo was processed (null for inputs refused while planning, and in manifests
+        # written before these columns existed: a part's missing columns read as nulls).
+        pa.field("node_id", pa.string()),  # the Ray node (hex id, as ``ray list nodes`` shows it)
+        pa.field("device", pa.string()),  # the stylise actor's torch device, e.g. "cpu", "cuda:0"
     ]
 )
 

@@ -157,8 +157,9 @@ def summarize(output_uri: str) -> dict[str, Any]:
     """What the outputs manifest under ``output_uri`` says, counted per distinct input (an input
     with any ``ok`` row is ok): totals over the rows that describe the files now (the owner's
     version since it last claimed the folder), per style version over all rows, number of runs,
-    the latest run, the owner and the part files that could not be read."""
-    scan = scan_outputs(output_uri, columns=["input_uri", "style", "style_version", "status", "run_id", "finished_at"])
+    the latest run, the owner and the part files that could not be read; and per Ray node, its
+    attempts (rows) ok and failed, to find where bad results came from."""
+    scan = scan_outputs(output_uri, columns=["input_uri", "style", "style_version", "status", "run_id", "finished_at", "node_id"])
     table = scan.table
     if table.num_rows == 0:
         if scan.unreadable:
@@ -183,6 +184,14 @@ def summarize(output_uri: str) -> dict[str, Any]:
         ),
         key=lambda r: (r["style"], r["style_version"]),
     )
+    per_node = table.group_by("node_id").aggregate([("ok", "sum"), ("ok", "count")])
+    nodes = sorted(
+        (
+            {"node_id": node, "ok": n_ok, "error": n - n_ok}
+            for node, n_ok, n in zip(*(per_node[c].to_pylist() for c in ("node_id", "ok_sum", "ok_count")))
+        ),
+        key=lambda r: (r["node_id"] is None, r["node_id"] or ""),
+    )
     last_id = pc.max(table["run_id"]).as_py()
     last = table.filter(pc.equal(table["run_id"], last_id))
     last_ok = pc.sum(last["ok"]).as_py()
@@ -191,6 +200,7 @@ def summarize(output_uri: str) -> dict[str, Any]:
         "error": per_input.num_rows - ok,
         "styles": styles,
         "runs": pc.count_distinct(table["run_id"]).as_py(),
+        "nodes": nodes,  # rows, not inputs: node_id null for refusals and older manifests
         "last_run": {
             "run_id": last_id,
             "finished_at": pc.max(last["finished_at"]).as_py().isoformat(),

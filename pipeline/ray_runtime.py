@@ -1,23 +1,36 @@
 """Where the pipeline's Ray tasks run: the cluster at ``$RAY_ADDRESS``, else a local Ray started
 for this one command (no setup needed for a first run on a laptop or a single GPU box).
 
-Shared by every command that launches tasks, so they all join clusters the same way.
+Shared by every command that launches tasks, so they all join clusters the same way, and refuse
+the same way a local path that each node would resolve on its own disk.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
+import threading
+from collections.abc import Mapping
+from types import FrameType
+from typing import Any, TextIO
 
 import ray
+from fsspec.implementations.local import LocalFileSystem
 
-from pipeline.storage import S3Timeouts
+from pipeline.storage import S3Timeouts, filesystem
 
-__all__ = ["ensure_ray", "cluster_has_gpus"]
+__all__ = ["NodeLocalPath", "cluster_has_gpus", "ensure_ray", "refuse_node_local"]
 
 log = logging.getLogger(__name__)
 
 ADDRESS_ENV = "RAY_ADDRESS"
+_NAMED = 3  # local paths named in a refusal; the rest are counted
+
+
+class NodeLocalPath(ValueError):
+    """A local path given to a job that runs on several nodes: each would read or write its own
+    disk there (results scattered over the nodes, photos not found), unless it is shared."""
 
 
 def ensure_ray() -> None:
@@ -28,9 +41,13 @@ def ensure_ray() -> None:
     process: commands print machine-readable results on stdout, and a library's stray print in a
     worker must not end up in them. Rows report their own errors; worker logs stay in Ray's
     session log directory. Workers get this process's object-store timeouts
-    (:class:`~pipeline.storage.S3Timeouts`), on whichever node they run."""
+    (:class:`~pipeline.storage.S3Timeouts`), on whichever node they run. Ray still prints
+    cluster events (a node's death) to stdout, so from here on its prints go to stderr
+    (:class:`_CommandStdout`)."""
     if ray.is_initialized():
         return
+    if not isinstance(sys.stdout, _CommandStdout):
+        sys.stdout = _CommandStdout(sys.stdout, sys.stderr)
     address = os.environ.get(ADDRESS_ENV)
     runtime_env = {"env_vars": S3Timeouts.from_env().env()}
     if address:
@@ -47,7 +64,54 @@ def ensure_ray() -> None:
         )
 
 
+class _CommandStdout:
+    """``sys.stdout`` for what the command itself prints; ``sys.stderr`` for Ray's own prints
+    and anything a background thread writes. The driver's Ray prints cluster error messages
+    (e.g. a raylet's state dump when its node dies) to ``sys.stdout`` whatever ``log_to_driver``
+    says: from a background thread as they come, and from the main thread when it disconnects
+    at exit (the repeats it held back). ``--json`` promises one JSON document on stdout."""
+
+    def __init__(self, stdout: TextIO, stderr: TextIO) -> None:
+        self._stdout, self._stderr = stdout, stderr
+
+    def _target(self, caller: FrameType | None) -> TextIO:
+        from_ray = caller is not None and caller.f_globals.get("__name__", "").startswith("ray.")
+        main = threading.current_thread() is threading.main_thread()
+        return self._stderr if from_ray or not main else self._stdout
+
+    def write(self, text: str) -> int:
+        return self._target(sys._getframe().f_back).write(text)
+
+    def flush(self) -> None:
+        self._target(sys._getframe().f_back).flush()
+
+    def __getattr__(self, name: str) -> Any:  # encoding, isatty, fileno, ...: the real stdout's
+        return getattr(self._stdout, name)
+
+
 def cluster_has_gpus() -> bool:
     """Whether the connected cluster has any GPU now (GPU nodes an autoscaler has not started
     yet do not count)."""
     return ray.cluster_resources().get("GPU", 0) > 0
+
+
+def refuse_node_local(paths: Mapping[str, str], *, shared_fs: bool) -> None:
+    """Raise :class:`NodeLocalPath`, naming each, if any of ``paths`` (what the user calls it ->
+    URI, e.g. ``{"--output": "/data/out"}``) is local and the Ray cluster has more than one node,
+    unless the user declared local paths shared (``--shared-fs``: an NFS/EFS mount on every node).
+
+    Joins the cluster at ``$RAY_ADDRESS`` to count its nodes; without one, the command starts a
+    local Ray of one node and there is nothing to refuse."""
+    local = [(what, uri) for what, uri in paths.items() if isinstance(filesystem(uri)[0], LocalFileSystem)]
+    if not local or shared_fs or not (ray.is_initialized() or os.environ.get(ADDRESS_ENV)):
+        return
+    ensure_ray()
+    nodes = sum(1 for node in ray.nodes() if node["Alive"])
+    if nodes < 2:
+        return
+    named = "; ".join(f"{what} {uri}" for what, uri in local[:_NAMED])
+    more = f" (and {len(local) - _NAMED} more)" if len(local) > _NAMED else ""
+    raise NodeLocalPath(
+        f"{named}{more}: a local path, but the Ray cluster has {nodes} nodes and each would use its own disk "
+        "there; use an object store (s3://...), or pass --shared-fs if every node mounts this path"
+    )

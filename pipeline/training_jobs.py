@@ -4,7 +4,9 @@ The driver only validates (the manifest, the settings, the base) and waits; ever
 are read, hashed, trained on and published inside its task, on whichever node runs it, so no
 photo or tensor passes through the driver. A row is a unit of failure: any Python error in it
 becomes that row's error (never retried, never fatal to other rows); a worker lost to a crash is
-retried by Ray.
+retried by Ray (on another node when its node is gone). Each style records the ``train`` run that
+published it (``train_run``), so a retry of a row whose first attempt published and then lost its
+node returns that publication instead of adding a second version, even with ``--force``.
 
 The recipe (:class:`photostyle.Recipe`) is resolved once, in the driver, and every task trains
 from it alone; each style's ``meta.json`` records it verbatim.
@@ -39,9 +41,10 @@ from photostyle.weights import WeightsError
 from pipeline.catalog import Catalog, CatalogError, StyleNotFound, StyleRef
 from pipeline.manifests import STATUS_ERROR, STATUS_OK, ManifestError, read_pairs
 from pipeline.names import InvalidName, validate_name
+from pipeline.outputs import new_run_id
 from pipeline.progress import ProgressView, RowProgress, RowReporter, start_board
 from pipeline.published import REVERSE_SUFFIX, check_pair_names, load_base, publish_pair
-from pipeline.ray_runtime import cluster_has_gpus, ensure_ray
+from pipeline.ray_runtime import NodeLocalPath, cluster_has_gpus, ensure_ray, refuse_node_local
 from pipeline.storage import BACKEND_ERRORS, ObjectNotFound, StorageError, filesystem, read_bytes, temporary_name, uri_of
 
 __all__ = [
@@ -56,6 +59,7 @@ __all__ = [
     "fetch_weights",
     "load_rows",
     "plan_job",
+    "refuse_node_local_paths",
     "run_rows",
     "train_row",
     "training_change",
@@ -96,6 +100,7 @@ class TrainJob:
     vgg_weights: str | None = None  # fsspec URI of the recipe's loss-network weights, when a file
     force: bool = False
     cpus_per_task: float = 1.0
+    run_id: str | None = None  # this train run, recorded as each style's train_run (set by run_rows)
 
 
 @dataclass(frozen=True)
@@ -209,6 +214,20 @@ def plan_job(
     return TrainJob(store, recipe, base=base, vgg_weights=vgg_weights, force=force, cpus_per_task=cpus_per_task)
 
 
+def refuse_node_local_paths(rows: list[Row], job: TrainJob, *, shared_fs: bool) -> None:
+    """Refuse (``SettingsError``, naming each) a local store, loss-network weights or row photo
+    that the row tasks would resolve on their own node's disk (see ``refuse_node_local``)."""
+    paths = {"--store": job.store}
+    if job.vgg_weights:
+        paths["--vgg-weights"] = job.vgg_weights
+    for row in rows:
+        paths.update({f"row {row.name!r} content": row.content, f"row {row.name!r} style": row.style})
+    try:
+        refuse_node_local(paths, shared_fs=shared_fs)
+    except NodeLocalPath as exc:
+        raise SettingsError(str(exc)) from exc
+
+
 def _absolute(uri: str) -> str:
     """Local paths made absolute (tasks on other nodes or in other directories read the same
     file); other URIs unchanged."""
@@ -221,6 +240,7 @@ def run_rows(rows: list[Row], job: TrainJob, *, gpus_per_task: float | None = No
     while it trains and logging a line as each finishes; results in row order. ``gpus_per_task``
     None: 1 if the cluster has GPUs, else 0."""
     ensure_ray()
+    job = job if job.run_id else dataclasses.replace(job, run_id=new_run_id())
     num_gpus = gpus_per_task if gpus_per_task is not None else (1.0 if cluster_has_gpus() else 0.0)
     _warn_if_unschedulable(job.cpus_per_task, num_gpus)
     task = _train_row_task.options(num_cpus=job.cpus_per_task, num_gpus=num_gpus)
@@ -309,10 +329,15 @@ def train_row(row: Row, job: TrainJob, board: Any = None) -> RowResult:
             "mode": job.recipe.mode,
             "content": {"uri": row.content, "sha256": hashlib.sha256(content_bytes).hexdigest()},
             "style": {"uri": row.style, "sha256": hashlib.sha256(style_bytes).hexdigest()},
+            "train_run": job.run_id,
         }
         if job.vgg_weights:
             provenance["loss_weights_uri"] = job.vgg_weights
         latest = _latest(catalog, row.name)  # even with --force: fails fast on a bad store
+        if latest is not None and job.run_id and all(meta.get("train_run") == job.run_id for _, meta in latest):
+            log.info("%s: published by an earlier attempt of this run (its node was lost); not again", row.name)
+            refs = tuple(ref for ref, _ in latest)
+            return RowResult(row.name, STATUS_OK, time.perf_counter() - start, base=refs[0].base_id, styles=refs)
         change = _pair_change(latest, provenance, job.recipe)
         if latest is not None and change is None and not job.force:
             log.info("%s: already trained from the same photos with the same recipe; skipping", row.name)

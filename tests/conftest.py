@@ -1,7 +1,9 @@
-"""Shared fixtures: stores to test against, local and on a real S3 protocol server (moto)."""
+"""Shared fixtures: stores to test against, local and on a real S3 protocol server (moto), a local
+Ray for the session and a multi-node Ray cluster for the tests that need one."""
 
 from __future__ import annotations
 
+import os
 import socket
 import uuid
 from collections.abc import Iterator
@@ -111,3 +113,81 @@ def hed_pair():
         preset="lite", iterations=40, crop=64, train_side=128, loss_net="vgg16", loss_weights=str(hed_vgg16()), log_every=5
     )
     return train_pair(open_rgb(content(2), 256), open_rgb(style(2), 256), cfg)
+
+
+class RayCluster:
+    """A Ray cluster of several nodes on this machine (``ray.cluster_utils.Cluster``): a head
+    with no CPUs, where drivers join, and 1-CPU worker nodes that can be removed and added
+    mid-run. Commands join it as an operator's do, through ``$RAY_ADDRESS`` (:meth:`env`), in
+    their own processes: a process holds one Ray connection, and the test session's may be
+    ``ray_session``'s."""
+
+    def __init__(self, workers: int) -> None:
+        from ray.cluster_utils import Cluster
+
+        self.cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+        for _ in range(workers):
+            self.add_worker()
+
+    @property
+    def address(self) -> str:
+        return self.cluster.address
+
+    @property
+    def workers(self) -> list:
+        return sorted(self.cluster.worker_nodes, key=lambda node: node.node_id)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {**os.environ, "RAY_ADDRESS": self.address, **extra}
+
+    def add_worker(self):
+        node = self.cluster.add_node(num_cpus=1)
+        self.cluster.wait_for_nodes()
+        return node
+
+    def remove_worker(self, node) -> None:
+        """The node dies as if its machine went away (processes killed, not drained)."""
+        self.cluster.remove_node(node, allow_graceful=False)
+
+    def worker(self, node_id: str):
+        (node,) = [n for n in self.cluster.worker_nodes if n.node_id == node_id]
+        return node
+
+    def processes(self, title: str) -> dict[int, object]:
+        """This cluster's worker-node processes whose title starts with ``title`` (Ray names a
+        task's process ``ray::<function>``, an actor's ``ray::<class>``), each with its node.
+        Only descendants of this cluster's raylets: other Rays may run on the machine."""
+        raylets = {n.all_processes["raylet"][0].process.pid: n for n in self.cluster.worker_nodes}
+        found = {}
+        for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
+            try:
+                if not Path(f"/proc/{pid}/cmdline").read_bytes().startswith(title.encode()):
+                    continue
+                ancestor = pid
+                while ancestor > 1 and ancestor not in raylets:
+                    ancestor = int(Path(f"/proc/{ancestor}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if ancestor in raylets:
+                found[pid] = raylets[ancestor]
+        return found
+
+    def worker_running(self, title: str):
+        """The worker node where a process titled ``title`` runs, or None."""
+        return next(iter(self.processes(title).values()), None)
+
+    def shutdown(self) -> None:
+        self.cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
+    """A 0-CPU head and two 1-CPU workers; nodes inherit the environment that points them at the
+    S3 server. Tests that remove a worker add a fresh one."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache-cluster")))
+        cluster = RayCluster(workers=2)
+        try:
+            yield cluster
+        finally:
+            cluster.shutdown()

@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import ray
 from click.testing import CliRunner, Result
+from PIL import Image
 
 from photostyle import ALGORITHM_VERSION, PRESETS, Recipe, StyleNet, TrainConfig, split_net
 from pipeline import training_jobs
@@ -393,3 +395,31 @@ def test_a_lost_worker_is_retried_then_becomes_its_rows_error(
     assert attempts.read_text() == "lostlost"
     assert result.status == "error" and result.error.startswith("WorkerCrashedError: ")
     assert result.to_json()["base"] is None and result.to_json()["styles"] == []
+
+
+def test_a_row_whose_node_dies_after_publishing_is_retried_without_a_second_version(
+    ray_session: None, tmp_path: Path, local_store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker publishes, then dies before its result reaches the driver (its node is lost):
+    Ray retries the row, which must find this run's publication, even with --force, and report
+    it as trained, not publish ``v2`` of both styles."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for name in ("c", "s"):
+        paths.append(str(tmp_path / f"{name}.png"))
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(paths[-1])
+    died = tmp_path / "died"
+
+    def publish_then_die(row: Row, job: TrainJob, board: object) -> training_jobs.RowResult:
+        result = training_jobs.train_row(row, job, board)
+        if not died.exists():
+            died.write_text(result.status)
+            os._exit(1)
+        return result
+
+    monkeypatch.setattr(training_jobs, "_train_row_task", ray.remote(max_retries=1, retry_exceptions=False)(publish_then_die))
+    job = training_jobs.resolve_job(TrainJob(store=local_store, iterations=2, crop=32, loss_net="random", force=True))
+    [result] = training_jobs.run_rows([Row("once", *paths)], job)
+    assert died.read_text() == "ok"  # the first attempt published
+    assert result.status == "ok" and [ref.spec for ref in result.styles] == ["once@v1", "once.reverse@v1"]
+    assert versions(local_store) == {"once": "v1", "once.reverse": "v1"}

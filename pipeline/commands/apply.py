@@ -11,7 +11,7 @@ from pipeline.apply_job import ApplyOptions, JobFailed, PlanError, plan_apply, r
 from pipeline.catalog import Catalog
 from pipeline.commands.documents import emit
 from pipeline.commands.errors import reported
-from pipeline.commands.options import resource_quantity, s3_timeout_options, store_option
+from pipeline.commands.options import resource_quantity, s3_timeout_options, shared_fs_option, store_option
 from pipeline.outputs import FORMATS, SAME_FORMAT
 from pipeline.published import load_style
 from pipeline.storage import resolve_store
@@ -64,6 +64,7 @@ EXIT_TOO_MANY_ERRORS = 3
     help="GPUs per stylise worker (fractions share a GPU); 0 runs on CPUs. [default: 1 when the cluster has GPUs, else 0]",
 )
 @click.option("--force", is_flag=True, help="Redo every input, also those already done for this style version.")
+@shared_fs_option
 @click.option(
     "--batch-timeout",
     type=click.FloatRange(min=0, min_open=True),
@@ -105,6 +106,7 @@ def apply(
     force: bool,
     batch_timeout: float,
     allow_http: bool,
+    shared_fs: bool,
     max_error_rate: float,
     as_json: bool,
 ) -> None:
@@ -137,6 +139,11 @@ def apply(
     decoded or written become error rows and the run goes on.
 
     \b
+    On a cluster: one apply per --output at a time (a newer run, e.g. a restarted driver, takes
+    over and fences the old run's last commits); local --input/--output paths are refused when
+    the cluster has several nodes, unless --shared-fs says every node mounts them.
+
+    \b
     Exit status: 0; 3 when more than --max-error-rate of this run's photos failed (the
     counts are printed either way); 1 for an unknown or damaged style, or an unreadable input.
     """
@@ -153,6 +160,7 @@ def apply(
         force=force,
         batch_timeout=batch_timeout,
         allow_http=allow_http,
+        shared_fs=shared_fs,
     )
     with reported(uri):
         style = load_style(Catalog(uri), style_spec)

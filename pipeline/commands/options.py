@@ -13,7 +13,7 @@ from photostyle import PRESETS
 from pipeline.storage import DEFAULT_STORE, STORE_ENV, S3Timeouts
 from pipeline.training_jobs import LOSS_NETS
 
-__all__ = ["TRAIN_SETTINGS", "resource_quantity", "s3_timeout_options", "store_option", "train_options"]
+__all__ = ["TRAIN_SETTINGS", "resource_quantity", "s3_timeout_options", "shared_fs_option", "store_option", "train_options"]
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -24,6 +24,14 @@ store_option = click.option(
     metavar="URI",
     default=None,
     help=f"Style store: any fsspec URI (path, s3://, gs://, ...). [default: ${STORE_ENV}, else {DEFAULT_STORE}]",
+)
+
+# On a cluster of several nodes a local path is each node's own disk: refused unless declared shared.
+shared_fs_option = click.option(
+    "--shared-fs",
+    is_flag=True,
+    help="Local paths are on a file system every Ray node mounts (NFS, EFS, ...); without it, a local path "
+    "is refused when the cluster has more than one node.",
 )
 
 

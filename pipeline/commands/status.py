@@ -32,7 +32,7 @@ def status(output_uri: str, repair: bool, as_json: bool) -> None:
     attempt failed. Once another version of the style was applied to the folder, only that
     version's rows since then count (its files were overwritten); 'owner' says which.
     Unreadable manifest parts are skipped and named (their photos are redone by the next
-    apply); --repair moves them aside."""
+    apply); --repair moves them aside. Per Ray node: the attempts (manifest rows) it ran."""
     with reported(output_uri):
         if repair:
             for uri, problem in quarantine_unreadable(output_uri):
@@ -49,5 +49,7 @@ def status(output_uri: str, repair: bool, as_json: bool) -> None:
         click.echo(f"  files hold {owner['style']}@{owner['style_version']} (its rows since {since} count)")
     for s in summary["styles"]:
         click.echo(f"  {s['style']}@{s['style_version']}: {s['ok']} ok, {s['error']} failed")
+    for n in summary["nodes"]:
+        click.echo(f"  node {n['node_id'] or '(none recorded)'}: {n['ok']} ok, {n['error']} failed attempts")
     last = summary["last_run"]
     click.echo(f"last run {last['run_id']} (finished {last['finished_at']}): {last['ok']} ok, {last['error']} failed")

@@ -10,7 +10,7 @@ import click
 
 from pipeline.commands.documents import emit
 from pipeline.commands.errors import reported
-from pipeline.commands.options import s3_timeout_options, store_option, train_options
+from pipeline.commands.options import s3_timeout_options, shared_fs_option, store_option, train_options
 from pipeline.manifests import STATUS_ERROR, STATUS_OK
 from pipeline.storage import resolve_store
 from pipeline.training_jobs import (
@@ -21,6 +21,7 @@ from pipeline.training_jobs import (
     check_names_in_store,
     load_rows,
     plan_job,
+    refuse_node_local_paths,
     run_rows,
 )
 
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 @click.option("--base", "base_id", metavar="BASE_ID", help="The base to train new styles on (--mode style).")
 @train_options
 @click.option("--force", is_flag=True, help="Train rows again even if already trained the same way.")
+@shared_fs_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout, for scripts.")
 def train(
     pairs_uri: str,
@@ -60,6 +62,7 @@ def train(
     gpus_per_task: float | None,
     cpus_per_task: float,
     force: bool,
+    shared_fs: bool,
     as_json: bool,
 ) -> None:
     """Train one style pair per row of the pairs manifest, as Ray tasks, and publish them.
@@ -68,7 +71,8 @@ def train(
     Rows already trained from the same photos with the same recipe are skipped; rows trained
     under another recipe (another algorithm version, a changed default or flag) are trained again
     and say so ("retrained: recipe changed (...)"). Uses the Ray cluster at $RAY_ADDRESS, else a
-    local Ray. Exit status 1 if any row failed."""
+    local Ray; on a cluster of several nodes, local paths (store, photos, weights) are refused
+    unless --shared-fs. Exit status 1 if any row failed."""
     store_uri = resolve_store(store)
     with reported(store_uri):
         rows = load_rows(pairs_uri)
@@ -86,6 +90,7 @@ def train(
                 force=force,
                 cpus_per_task=cpus_per_task,
             )
+            refuse_node_local_paths(rows, job, shared_fs=shared_fs)
         except SettingsError as exc:
             raise click.UsageError(str(exc)) from exc
         check_names_in_store(rows, job.store)
