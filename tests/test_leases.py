@@ -16,6 +16,7 @@ from pipeline.apply_stages import CommitSpec, DecodeSpec, read_and_decode, write
 from pipeline.leases import RunLease
 from pipeline.manifests import read_outputs
 from pipeline.outputs import OutputLayout, new_run_id
+from pipeline.ownership import claim_output
 from pipeline.storage import filesystem, join
 
 
@@ -40,7 +41,8 @@ def batch_of(photos: str) -> pa.Table:
 
 
 def spec_for(output: str, photos: str, run_id: str) -> CommitSpec:
-    return CommitSpec(OutputLayout(output, photos, "same"), 90, run_id, "look", "v1", "0123456789abcdef")
+    owner = claim_output(output, "look", "v1", run_id)  # the folder is this style's, as planning makes it
+    return CommitSpec(OutputLayout(output, photos, "same"), 90, run_id, owner, "0123456789abcdef")
 
 
 def exists(uri: str) -> bool:

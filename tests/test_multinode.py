@@ -319,6 +319,6 @@ def test_each_local_path_is_named_and_remote_or_shared_ones_pass(monkeypatch: py
 
     rows = [Row(f"a{i}", f"/photos/{i}.png", "s3://b/s.png") for i in range(3)]
     with pytest.raises(SettingsError, match=r"^--store /st; row 'a0' content /photos/0.png; .* \(and 1 more\): a local path"):
-        refuse_node_local_paths(rows, TrainJob(store="/st"), shared_fs=False)
+        refuse_node_local_paths(rows, TrainJob(store="/st", recipe=TrainConfig(loss_weights="random").resolve()), shared_fs=False)
     monkeypatch.setattr("pipeline.ray_runtime.ray.nodes", lambda: [{"Alive": True}])
-    refuse_node_local_paths(rows, TrainJob(store="/st"), shared_fs=False)  # one node: its disk is the only one
+    refuse_node_local_paths(rows, TrainJob(store="/st", recipe=TrainConfig(loss_weights="random").resolve()), shared_fs=False)  # one node: its disk is the only one

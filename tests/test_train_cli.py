@@ -418,7 +418,7 @@ def test_a_row_whose_node_dies_after_publishing_is_retried_without_a_second_vers
         return result
 
     monkeypatch.setattr(training_jobs, "_train_row_task", ray.remote(max_retries=1, retry_exceptions=False)(publish_then_die))
-    job = training_jobs.resolve_job(TrainJob(store=local_store, iterations=2, crop=32, loss_net="random", force=True))
+    job = training_jobs.plan_job(local_store, iterations=2, crop=32, loss_net="random", force=True)
     [result] = training_jobs.run_rows([Row("once", *paths)], job)
     assert died.read_text() == "ok"  # the first attempt published
     assert result.status == "ok" and [ref.spec for ref in result.styles] == ["once@v1", "once.reverse@v1"]
