@@ -113,16 +113,20 @@ class Stylizer:
         :mod:`photostyle.lut_render`."""
         return lut_render.colour_table(self.net, self.photo_statistics(image), self.lut_size)
 
+    def working_copy(self, image: Image.Image) -> Image.Image:
+        """The RGB ``image`` downscaled (an 8-bit box filter) to ``working_side`` and
+        ``stats_pixels`` (itself when it is no larger): what the net sees with ``render="lut"``."""
+        scale = min(1.0, self.working_side / max(image.size), (self.stats_pixels / (image.width * image.height)) ** 0.5)
+        if scale == 1:
+            return image
+        return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BOX)
+
     @torch.inference_mode()
     def photo_statistics(self, image: Image.Image) -> list[Statistics]:
-        """Every whole-photo layer's statistics, recorded on the RGB ``image`` downscaled (an 8-bit
-        box filter) to ``working_side`` and ``stats_pixels``: what ``render="lut"`` replays."""
-        scale = min(1.0, self.working_side / max(image.size), (self.stats_pixels / (image.width * image.height)) ** 0.5)
-        if scale < 1:
-            size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-            image = image.resize(size, Image.Resampling.BOX)
+        """Every whole-photo layer's statistics, recorded on the :meth:`working_copy` of the RGB
+        ``image``: what ``render="lut"`` replays."""
         with shared_statistics(self.net) as stats:
-            self._run(to_tensor(image).unsqueeze(0).to(self.device))
+            self._run(to_tensor(self.working_copy(image)).unsqueeze(0).to(self.device))
         return stats
 
     @torch.inference_mode()

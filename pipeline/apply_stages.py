@@ -26,6 +26,7 @@ from PIL import Image
 
 from photostyle import Base, Style, Stylizer
 from photostyle.imageio import DEFAULT_MAX_PIXELS, decode, encode
+from photostyle.lut_render import DEFAULT_LUT_SIZE
 from photostyle.stylize import DEFAULT_WORKING_SIDE
 from pipeline.manifests import STATUS_ERROR, STATUS_OK, write_outputs_part
 from pipeline.outputs import OutputLayout
@@ -78,6 +79,7 @@ class CommitSpec:
     style: str
     style_version: str
     base_id: str
+    strength: float = 1.0
 
 
 def _failure(uri: str, exc: Exception) -> str:
@@ -176,6 +178,7 @@ def write_and_commit(batch: pa.Table, spec: CommitSpec) -> pa.Table:
                 "seconds": seconds,
                 "run_id": spec.run_id,
                 "finished_at": datetime.now(timezone.utc),
+                "strength": spec.strength,
             }
         )
     try:
@@ -206,6 +209,8 @@ class StyliseActor:
         device: str | None,
         render: str = "full",
         working_side: int = DEFAULT_WORKING_SIDE,
+        lut_size: int = DEFAULT_LUT_SIZE,
+        strength: float = 1.0,
         decode: DecodeSpec | None = None,
         commit: CommitSpec | None = None,
     ) -> None:
@@ -215,6 +220,8 @@ class StyliseActor:
             device=device,
             render=render,
             working_side=working_side,
+            lut_size=lut_size,
+            strength=strength,
         )
         self.decode, self.commit = decode, commit
 

@@ -68,6 +68,9 @@ OUTPUTS_SCHEMA = pa.schema(
         pa.field("seconds", pa.float64()),
         pa.field("run_id", pa.string(), nullable=False),
         pa.field("finished_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        # apply --strength (0..1) the result was made with; null in parts written before it
+        # existed, which were all at full strength (see done_filter)
+        pa.field("strength", pa.float64()),
     ]
 )
 
@@ -297,17 +300,24 @@ def compact_run(output_uri: str, run_id: str) -> str | None:
     return uri_of(fs, target)
 
 
-def done_filter(style: str, style_version: str) -> pc.Expression:
-    """The one definition of "done": an ``ok`` row for this exact style version."""
+def done_filter(style: str, style_version: str, strength: float = 1.0) -> pc.Expression:
+    """The one definition of "done": an ``ok`` row for this exact style version at this strength
+    (another strength is another result; rows without one were made at full strength)."""
+    same_strength = pc.field("strength") == strength
+    if strength == 1.0:
+        same_strength = same_strength | pc.field("strength").is_null()
     return (
         (pc.field("status") == STATUS_OK)
         & (pc.field("style") == style)
         & (pc.field("style_version") == style_version)
+        & same_strength
     )
 
 
-def done_slices(output_uri: str, style: str, style_version: str, *, slice_rows: int = DONE_SLICE_ROWS) -> Iterator[pa.Array]:
-    """The ``input_uri`` of the ``ok`` rows for this style version, in slices of about
+def done_slices(
+    output_uri: str, style: str, style_version: str, *, strength: float = 1.0, slice_rows: int = DONE_SLICE_ROWS
+) -> Iterator[pa.Array]:
+    """The ``input_uri`` of the ``ok`` rows for this style version and strength, in slices of about
     ``slice_rows`` (duplicates possible: a photo redone with ``--force`` has several rows)."""
     dataset = _outputs_dataset(output_uri)
     if dataset is None:
@@ -316,7 +326,7 @@ def done_slices(output_uri: str, style: str, style_version: str, *, slice_rows: 
     rows = 0
     try:
         batches_of = dataset.to_batches(  # little read-ahead: this is about memory, not speed
-            columns=["input_uri"], filter=done_filter(style, style_version), batch_readahead=2, fragment_readahead=1
+            columns=["input_uri"], filter=done_filter(style, style_version, strength), batch_readahead=2, fragment_readahead=1
         )
         for batch in batches_of:
             batches.append(batch)
@@ -331,16 +341,22 @@ def done_slices(output_uri: str, style: str, style_version: str, *, slice_rows: 
 
 
 def pending_inputs(
-    inputs: pa.Array | pa.ChunkedArray, output_uri: str, style: str, style_version: str, *, slice_rows: int = DONE_SLICE_ROWS
+    inputs: pa.Array | pa.ChunkedArray,
+    output_uri: str,
+    style: str,
+    style_version: str,
+    *,
+    strength: float = 1.0,
+    slice_rows: int = DONE_SLICE_ROWS,
 ) -> pa.Array | pa.ChunkedArray:
-    """The ``inputs`` without an ``ok`` row for this style version, in input order.
+    """The ``inputs`` without an ``ok`` row for this style version and strength, in input order.
 
     A hash anti-join, one slice of the done set at a time: a hash set costs about 120 bytes per
     URI in Arrow, so holding every done URI of a 10 M-photo collection at once would cost more
     than the inputs themselves. Each slice's set is dropped before the next is built, so memory
     follows the inputs, not the manifest's history."""
     done = None
-    for uris in done_slices(output_uri, style, style_version, slice_rows=slice_rows):
+    for uris in done_slices(output_uri, style, style_version, strength=strength, slice_rows=slice_rows):
         found = pc.is_in(inputs, value_set=uris)
         done = found if done is None else pc.or_(done, found)
     return inputs if done is None else pc.filter(inputs, pc.invert(done))

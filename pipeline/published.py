@@ -14,7 +14,7 @@ from typing import Any
 from photostyle import Base, NetConfig, Style, StylePair
 from pipeline.catalog import Catalog, StyleRef
 
-__all__ = ["REVERSE_SUFFIX", "LoadedStyle", "publish_pair", "load_style", "load_base"]
+__all__ = ["REVERSE_SUFFIX", "LoadedStyle", "publish_pair", "load_style", "load_base", "restyled_photo"]
 
 REVERSE_SUFFIX = ".reverse"  # NAME is the style photo's look, NAME.reverse the content photo's
 
@@ -67,3 +67,14 @@ def load_style(catalog: Catalog, spec: str) -> LoadedStyle:
     ref = catalog.resolve(spec)
     tensors, meta = catalog.load_style(ref)
     return LoadedStyle(ref=ref, base=load_base(catalog, ref.base_id), style=Style(tensors), meta=meta)
+
+
+def restyled_photo(loaded: LoadedStyle) -> dict[str, Any] | None:
+    """The recorded photo (``{"uri", "sha256"}``) this style was trained to restyle: the pair's
+    content photo for ``NAME``, its style photo for ``NAME.reverse``; None when the meta records
+    no such photo with a URI and checksum."""
+    key = "style" if loaded.ref.name.endswith(REVERSE_SUFFIX) else "content"
+    record = loaded.meta.get(key)
+    if isinstance(record, dict) and isinstance(record.get("uri"), str) and isinstance(record.get("sha256"), str):
+        return record
+    return None

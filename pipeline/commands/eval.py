@@ -13,7 +13,7 @@ from click.core import ParameterSource
 from pipeline.apply_job import JobFailed, PlanError
 from pipeline.catalog import Catalog
 from pipeline.commands.errors import reported
-from pipeline.commands.options import TRAIN_SETTINGS, store_option, train_options
+from pipeline.commands.options import TRAIN_SETTINGS, render_options, store_option, train_options
 from pipeline.evaluation import (
     EvalError,
     build_cross_report,
@@ -51,6 +51,7 @@ __all__ = ["eval_command"]
     help="Folder or prefix for the stylised photos (outputs/NAME/), report.json, report.md and sheet.png.",
 )
 @train_options
+@render_options
 @click.option(
     "--no-train",
     is_flag=True,
@@ -72,6 +73,8 @@ def eval_command(
     no_train: bool,
     cross: bool,
     as_json: bool,
+    render: str | None,
+    strength: float,
     **settings: Any,
 ) -> None:
     """Train each pair's style (rows already trained the same way are reused), stylise its
@@ -103,12 +106,12 @@ def eval_command(
                 refs = published_styles(catalog, pairs)
             else:
                 refs = train_styles(pairs, _train_job(uri, settings), gpus_per_task=settings["gpus_per_task"])
-            outputs = stylise(catalog, pairs, refs, out_uri)
+            outputs = stylise(catalog, pairs, refs, out_uri, render=render, strength=strength)
             scored = score_pairs(pairs, refs, outputs)
             cross_scored = []
             if cross:
                 applications = cross_applications(pairs)
-                cross_outputs = stylise_cross(catalog, applications, refs, out_uri)
+                cross_outputs = stylise_cross(catalog, applications, refs, out_uri, render=render, strength=strength)
                 cross_refs = {a.name: refs[a.style_pair.name] for a in applications}
                 cross_scored = score_pairs([a.as_pair for a in applications], cross_refs, cross_outputs)
         except (EvalError, PlanError, JobFailed) as exc:
