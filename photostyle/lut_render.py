@@ -71,9 +71,9 @@ def colour_table(net: nn.Module, statistics: list[Statistics], size: int, *, sty
     """The net's colour function for the photo whose ``statistics`` were recorded: the net run,
     with them replayed, on every grid colour (a ``size ** 2`` x ``size`` image, one colour per
     pixel; with the statistics fixed no pixel depends on its neighbours). Float32 whatever the
-    device's autocast: the table is small and its errors reach every pixel. Not clipped to
-    [0, 1] (only to Pillow's range): Pillow clips after interpolating, so a colour near where the
-    result leaves [0, 1] is not pulled off by a clipped neighbour (halves the largest error)."""
+    device's autocast: the table is small and its errors reach every pixel. Clipped only to the
+    range Pillow's table holds, not to [0, 1]: Pillow clips each pixel after interpolating, as the
+    net's result is clipped per pixel (measured no better or worse than clipping the table)."""
     device = next(net.parameters()).device
     grid = identity_table(size, device)
     image = grid.T.reshape(1, 3, size * size, size)  # row-major: column = red, row = green + size * blue
