@@ -98,7 +98,7 @@ def apply_table(image: Image.Image, table: torch.Tensor) -> Image.Image:
         raise ValueError(f"image mode must be RGB, got {image.mode!r}")
     size = _size_of(table)
     flat = np.ascontiguousarray(table.detach().to("cpu", torch.float32).numpy()).reshape(-1)
-    return image.filter(ImageFilter.Color3DLUT(size, flat, channels=3, _copy_table=False))
+    return image.filter(ImageFilter.Color3DLUT(size, flat, channels=3))
 
 
 def pixel_weights(image: Image.Image, size: int) -> torch.Tensor:

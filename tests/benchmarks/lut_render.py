@@ -1,11 +1,12 @@
 """``render="lut"`` against ``guided`` (and the net on every pixel) for a colour-table style.
 
-    python tests/benchmarks/lut_render.py [--iterations N] [--repeats N] [--sizes 17 33 65]
-        [--memory-side 5657] [--no-memory] [--json]
+    python tests/benchmarks/lut_render.py [--iterations N | --untrained] [--repeats N] [--sizes 17 33 65]
+        [--memory-side 5657] [--no-memory] [--no-quality] [--json]
 
 Trains a lite (colour-table) style on ../shared/data/highres (content.jpg + style.png) with the
-trained VGG16 of ../shared/data/lossnet (``--iterations``, the preset's by default), then on
-content.jpg (3056x2292, 7 MP) measures:
+trained VGG16 of ../shared/data/lossnet (``--iterations``, the preset's by default; ``--untrained``:
+the hand-made young style of tests/test_lut_render.py instead, when training would take too long),
+then on content.jpg (3056x2292, 7 MP) measures:
 
 - **end to end** per photo, ``lut`` vs ``guided``: read the file, decode, render, encode (JPEG
   92), write; best of ``--repeats``, with ``lut``'s steps timed separately;
@@ -26,6 +27,7 @@ import argparse
 import io
 import json
 import logging
+import os
 import platform
 import resource
 import subprocess
@@ -153,6 +155,8 @@ def main() -> None:
     parser.add_argument("--memory-side", type=int, default=5657, help="long side of the memory test photo (5657: 24 MP at 4:3)")
     parser.add_argument("--memory-renders", nargs="+", default=["lut"], help="renders whose peak memory is measured")
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--no-quality", action="store_true", help="skip the quality metrics and the .cube fidelity")
+    parser.add_argument("--untrained", action="store_true", help="the young hand-made style of the tests, not a trained one")
     parser.add_argument("--memory-child", nargs=4, metavar=("BASE", "STYLE", "RENDER", "PHOTO"), help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -165,13 +169,22 @@ def main() -> None:
     style = read(args.data / "highres" / "style.png").image
     weights = args.data / "lossnet" / "vgg16-hed-bsds500.safetensors"
     start = time.perf_counter()
-    pair = train_pair(content, style, TrainConfig(preset="lite", iterations=args.iterations, loss_net="vgg16", loss_weights=str(weights)))
+    if args.untrained:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+        from tests.test_lut_render import young_style
+
+        pair = argparse.Namespace(**dict(zip(("base", "style"), young_style())))
+        trained = "untrained (tests/test_lut_render.py young_style)"
+    else:
+        pair = train_pair(content, style, TrainConfig(preset="lite", iterations=args.iterations, loss_net="vgg16", loss_weights=str(weights)))
+        trained = f"{pair.report.iterations} iterations"
     result: dict[str, object] = {
         "cpu": cpu_name(),
         "threads": torch.get_num_threads(),
+        "load_average_at_start": [round(x, 1) for x in os.getloadavg()],
         "photo": f"{content.width}x{content.height}",
-        "train_seconds": round(time.perf_counter() - start, 1),
-        "iterations": pair.report.iterations,
+        "style": trained,
+        "setup_seconds": round(time.perf_counter() - start, 1),
     }
     lut = Stylizer(pair.base, pair.style, render="lut", working_side=args.working_side)
     guided = Stylizer(pair.base, pair.style, render="guided", working_side=args.working_side)
@@ -181,7 +194,8 @@ def main() -> None:
             result[f"end_to_end_{name}_s"] = round(min(times), 3)
         result["speedup_lut_over_guided"] = round(result["end_to_end_guided_s"] / result["end_to_end_lut_s"], 2)  # type: ignore[operator]
         result["lut_steps_s"] = lut_steps(lut, path)
-        result["quality"] = {name: {k: round(v, 4) for k, v in metrics(content, style, s(content)).items()} for name, s in (("lut", lut), ("guided", guided))}
+        if not args.no_quality:
+            result["quality"] = {name: {k: round(v, 4) for k, v in metrics(content, style, s(content)).items()} for name, s in (("lut", lut), ("guided", guided))}
         stats = lut.photo_statistics(content)
         reference = net_on_every_pixel(lut, content, stats).astype(int)
         exactness = {}
@@ -190,7 +204,9 @@ def main() -> None:
             diff = np.abs(out - reference)
             exactness[size] = {"max": int(diff.max()), "mean": round(float(diff.mean()), 4), "share_over_2": float((diff.max(-1) > 2).mean())}
         result["lut_vs_every_pixel_same_statistics_255ths"] = exactness
-        result["cube_fidelity_ciede2000_on_10_dpst_dev_photos"] = cube_fidelity(pair, content, args.working_side)
+        if not args.no_quality:
+            result["cube_fidelity_ciede2000_on_10_dpst_dev_photos"] = cube_fidelity(pair, content, args.working_side)
+        result["load_average_at_end"] = [round(x, 1) for x in os.getloadavg()]
         if not args.no_memory:
             result["peak_memory"] = peak_memory(pair, content, args.memory_side, args.memory_renders, Path(tmp))
     print(json.dumps(result, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
