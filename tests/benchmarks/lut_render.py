@@ -102,14 +102,23 @@ def net_on_every_pixel(stylizer: Stylizer, image: Image.Image, stats, rows: int 
     return out
 
 
+def _peak_rss_mib() -> int:
+    """This process's peak RSS (VmHWM: unlike getrusage's ru_maxrss it does not start from the
+    parent's peak at fork)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
 def memory_child(base: str, style: str, render: str, photo: str) -> None:
     """In a fresh process: load, then render ``photo`` end to end once; print peak RSS."""
     stylizer = Stylizer(Base.from_bytes(Path(base).read_bytes()), Style.from_bytes(Path(style).read_bytes()), render=render)
-    loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    loaded = _peak_rss_mib()
     with tempfile.TemporaryDirectory() as tmp:
         seconds = end_to_end(stylizer, Path(photo), Path(tmp) / "out.jpg")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"peak_rss_mib": round(peak / 1024), "growth_mib": round((peak - loaded) / 1024), "seconds": round(seconds, 3)}))
+    peak = _peak_rss_mib()
+    print(json.dumps({"peak_rss_mib": peak, "growth_mib": peak - loaded, "seconds": round(seconds, 3)}))
 
 
 def peak_memory(pair, content: Image.Image, side: int, renders: list[str], workdir: Path) -> dict[str, object]:
@@ -155,6 +164,7 @@ def main() -> None:
     parser.add_argument("--memory-side", type=int, default=5657, help="long side of the memory test photo (5657: 24 MP at 4:3)")
     parser.add_argument("--memory-renders", nargs="+", default=["lut"], help="renders whose peak memory is measured")
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--memory-only", action="store_true", help="only the peak-memory test")
     parser.add_argument("--no-quality", action="store_true", help="skip the quality metrics and the .cube fidelity")
     parser.add_argument("--untrained", action="store_true", help="the young hand-made style of the tests, not a trained one")
     parser.add_argument("--memory-child", nargs=4, metavar=("BASE", "STYLE", "RENDER", "PHOTO"), help=argparse.SUPPRESS)
@@ -186,6 +196,11 @@ def main() -> None:
         "style": trained,
         "setup_seconds": round(time.perf_counter() - start, 1),
     }
+    if args.memory_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            result["peak_memory"] = peak_memory(pair, content, args.memory_side, args.memory_renders, Path(tmp))
+        print(json.dumps(result, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
+        return
     lut = Stylizer(pair.base, pair.style, render="lut", working_side=args.working_side)
     guided = Stylizer(pair.base, pair.style, render="guided", working_side=args.working_side)
     with tempfile.TemporaryDirectory() as tmp:
