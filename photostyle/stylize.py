@@ -2,7 +2,11 @@
 
 ``render="full"`` runs the network on every pixel; ``render="guided"`` runs it with the long side at
 most ``working_side`` and lifts the result to full resolution with local affine colour maps
-(:mod:`photostyle.guided`), many times faster on large photos.
+(:mod:`photostyle.guided`), many times faster on large photos. ``render="lut"``, for colour-table
+(``lut`` head) styles only, records the photo's statistics at ``working_side``, turns the style into
+the 3-D LUT it is for that photo and applies it to the 8-bit photo (:mod:`photostyle.lut_render`):
+no full-resolution float tensor at all. ``strength`` blends the result toward the photo itself: in
+the LUT for ``lut`` (exact), on the pixels otherwise.
 
 Photos up to ``max_untiled_pixels`` go through the network in one piece. Larger ones go in
 overlapping tiles, each extended by a context margin that is cut away afterwards, and blended with
@@ -25,19 +29,42 @@ import torch.nn.functional as F
 from PIL import Image
 
 from photostyle import device as devices
+from photostyle import lut_render
 from photostyle.guided import guided_upsample
 from photostyle.imageio import to_image, to_tensor
 from photostyle.model import Base, Style, build_net
-from photostyle.norm import shared_statistics
+from photostyle.norm import Statistics, shared_statistics
+from photostyle.presets import NetConfig
 
-__all__ = ["Stylizer", "stylize", "RENDERS", "DEFAULT_WORKING_SIDE"]
+__all__ = ["Stylizer", "stylize", "RENDERS", "DEFAULT_WORKING_SIDE", "default_render", "check_render"]
 
-RENDERS = ("full", "guided")
+RENDERS = ("full", "guided", "lut")
 
 log = logging.getLogger(__name__)
 
 DEFAULT_WORKING_SIDE = 512  # guided render: as good as 1024 on a 7 MP photo, twice as fast (README, Quality)
 DEFAULT_MAX_UNTILED_PIXELS = 4_194_304  # 2048 x 2048: a few GB of activations for the paper net
+
+
+def default_render(config: NetConfig) -> str:
+    """The render a style gets unless one is asked for: ``lut`` for colour-table styles, else
+    ``guided`` (measured, README, Performance)."""
+    return "lut" if config.head == "lut" else "guided"
+
+
+def check_render(config: NetConfig, render: str | None) -> str:
+    """``render``, or the style's default when None; a ValueError names an unknown render, and
+    ``lut`` for a style whose result is not a function of colour alone."""
+    if render is None:
+        return default_render(config)
+    if render not in RENDERS:
+        raise ValueError(f"unknown render {render!r}; choose one of {', '.join(RENDERS)}")
+    if render == "lut" and config.head != "lut":
+        raise ValueError(
+            f"render 'lut' needs a colour-table style (a base with the 'lut' head, preset lite); this style's base "
+            f"has the {config.head!r} head, whose result is not a function of colour alone: use 'guided' or 'full'"
+        )
+    return render
 
 
 class Stylizer:
@@ -49,16 +76,17 @@ class Stylizer:
         style: Style,
         *,
         device: str | torch.device | None = None,
-        render: str = "full",
+        render: str | None = "full",
         working_side: int = DEFAULT_WORKING_SIDE,
         max_untiled_pixels: int = DEFAULT_MAX_UNTILED_PIXELS,
         stats_pixels: int | None = None,
         tile_size: int = 1024,
         tile_overlap: int = 64,
         tile_margin: int = 32,
+        lut_size: int = lut_render.DEFAULT_LUT_SIZE,
+        strength: float = 1.0,
     ) -> None:
-        if render not in RENDERS:
-            raise ValueError(f"unknown render {render!r}; choose one of {', '.join(RENDERS)}")
+        render = check_render(base.config, render)
         if working_side < 64:
             raise ValueError(f"working_side must be >= 64 pixels, got {working_side}")
         if tile_overlap < 0 or tile_margin < 0 or tile_size <= tile_overlap:
@@ -67,6 +95,7 @@ class Stylizer:
         self._format = devices.memory_format(self.device)
         self.net = build_net(base, [style]).to(self.device, memory_format=self._format).eval()
         self.render, self.working_side = render, working_side
+        self.lut_size, self.strength = lut_render.check_size(lut_size), lut_render.check_strength(strength)
         self.max_untiled_pixels = max_untiled_pixels
         self.stats_pixels = stats_pixels or max_untiled_pixels
         self.tile_size, self.tile_overlap, self.tile_margin = tile_size, tile_overlap, tile_margin
@@ -75,11 +104,37 @@ class Stylizer:
         """Stylise an RGB photo; the result has the same size."""
         if image.mode != "RGB":
             image = image.convert("RGB")
+        if self.render == "lut":
+            return lut_render.apply_table(image, lut_render.toward_identity(self.colour_table(image), self.strength))
         return to_image(self.tensor(to_tensor(image).unsqueeze(0))[0])
+
+    def colour_table(self, image: Image.Image) -> torch.Tensor:
+        """The style as a 3-D LUT for this photo (``lut_size`` ** 3 colours, strength 1); see
+        :mod:`photostyle.lut_render`."""
+        return lut_render.colour_table(self.net, self.photo_statistics(image), self.lut_size)
+
+    def working_copy(self, image: Image.Image) -> Image.Image:
+        """The RGB ``image`` downscaled (an 8-bit box filter) to ``working_side`` and
+        ``stats_pixels`` (itself when it is no larger): what the net sees with ``render="lut"``."""
+        scale = min(1.0, self.working_side / max(image.size), (self.stats_pixels / (image.width * image.height)) ** 0.5)
+        if scale == 1:
+            return image
+        return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BOX)
+
+    @torch.inference_mode()
+    def photo_statistics(self, image: Image.Image) -> list[Statistics]:
+        """Every whole-photo layer's statistics, recorded on the :meth:`working_copy` of the RGB
+        ``image``: what ``render="lut"`` replays."""
+        with shared_statistics(self.net) as stats:
+            self._run(to_tensor(self.working_copy(image)).unsqueeze(0).to(self.device))
+        return stats
 
     @torch.inference_mode()
     def tensor(self, x: torch.Tensor) -> torch.Tensor:
-        """Stylise ``(1, 3, H, W)`` in [0, 1]; returns a CPU float tensor of the same shape, clamped."""
+        """Stylise ``(1, 3, H, W)`` in [0, 1]; returns a CPU float tensor of the same shape, clamped.
+        With ``render="lut"`` the photo goes through 8 bits (as every photo read from a file is)."""
+        if self.render == "lut":
+            return to_tensor(self(to_image(x))).unsqueeze(0)
         x = x.to(self.device)
         h, w = x.shape[-2:]
         scale = self.working_side / max(h, w)
@@ -88,7 +143,10 @@ class Stylizer:
             out = guided_upsample(small, self._any_size(small), x)
         else:
             out = self._any_size(x)
-        return out.float().clamp_(0, 1).cpu()
+        out = out.float().clamp_(0, 1)
+        if self.strength != 1.0:  # the result blended with the photo, as lut_render.toward_identity
+            out = torch.lerp(x.float(), out, self.strength)
+        return out.cpu()
 
     def _any_size(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]

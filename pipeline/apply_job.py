@@ -57,7 +57,8 @@ import ray
 import ray.data
 from ray.exceptions import RayError
 
-from photostyle.stylize import DEFAULT_WORKING_SIDE
+from photostyle.lut_render import DEFAULT_LUT_SIZE, check_size, check_strength
+from photostyle.stylize import DEFAULT_WORKING_SIDE, check_render
 from pipeline.apply_stages import CommitSpec, DecodeSpec, StylizeActor, read_and_decode, write_and_commit
 from pipeline.inputs import HTTP_SCHEMES, OBJECT_STORE_SCHEMES, first_occurrences, list_inputs, refused_schemes, scheme_of
 from pipeline.leases import RunLease
@@ -103,8 +104,10 @@ class ApplyOptions:
     format: str = SAME_FORMAT
     quality: int = 92
     max_side: int | None = None
-    render: str = "guided"  # measured: 9x faster at 7 MP, no worse (README, Quality)
+    render: str | None = None  # None: the style's default (photostyle.stylize.default_render)
     working_side: int = DEFAULT_WORKING_SIDE
+    lut_size: int = DEFAULT_LUT_SIZE
+    strength: float = 1.0  # part of what "done" means (manifests.done_filter)
     batch_size: int = 32
     concurrency: int | None = None
     gpus_per_worker: float | None = None
@@ -166,6 +169,7 @@ def plan_apply(style: LoadedStyle, input_uri: str, output_uri: str, options: App
     """List the inputs of a resolved, verified style (``published.load_style``) and subtract
     what is done."""
     started, run_id = time.monotonic(), new_run_id()
+    _check_rendering(style, options)
     fs, path = filesystem(output_uri)
     output = uri_of(fs, path)
     inputs = list_inputs(input_uri, exclude=output)
@@ -187,7 +191,7 @@ def plan_apply(style: LoadedStyle, input_uri: str, output_uri: str, options: App
     lease.acquire()  # before reading what is done: an old run's late commits are fenced off
     try:
         if not options.force:
-            todo = pending_inputs(todo, output, owner.style, owner.style_version, owner.since)
+            todo = pending_inputs(todo, output, owner.style, owner.style_version, owner.since, strength=options.strength)
     except BaseException:
         lease.release()
         raise
@@ -287,12 +291,14 @@ def build_dataset(plan: Plan, options: ApplyOptions) -> ray.data.Dataset:
     blocks = max(1, min(_MAX_BLOCKS, math.ceil(len(plan.todo) / batch)))
     ref = plan.style.ref
     decode = DecodeSpec(options.max_side, plan.layout.input_root)
-    commit = CommitSpec(plan.layout, options.quality, plan.run_id, plan.owner, ref.base_id)
+    commit = CommitSpec(plan.layout, options.quality, plan.run_id, plan.owner, ref.base_id, options.strength)
     model = {
         "base": plan.style.base.to_bytes(),
         "style": plan.style.style.to_bytes(),
-        "render": options.render,
+        "render": check_render(plan.style.base.config, options.render),
         "working_side": options.working_side,
+        "lut_size": options.lut_size,
+        "strength": options.strength,
     }
     pool = ray.data.ActorPoolStrategy(size=min(workers, blocks))
     common = {"batch_size": batch, "batch_format": "pyarrow"}
@@ -325,7 +331,7 @@ def run_apply(plan: Plan, options: ApplyOptions) -> ApplyResult:
     """Record the refused inputs, stream the work list through Ray (started or joined here if
     needed) and count what this run committed."""
     try:
-        errors = _record_rejected(plan)
+        errors = _record_rejected(plan, options.strength)
         processed, model_seconds = 0, 0.0
         if len(plan.todo):
             ensure_ray()
@@ -405,6 +411,17 @@ def each_within(items: Iterator[T], seconds: float) -> Iterator[T]:
         consumer_gone.set()
 
 
+def _check_rendering(style: LoadedStyle, options: ApplyOptions) -> None:
+    """Refuse, before anything is done, a render the style cannot have and bad LUT sizes or
+    strengths (a library caller's: the CLI refuses them first)."""
+    try:
+        check_render(style.base.config, options.render)
+        check_size(options.lut_size)
+        check_strength(options.strength)
+    except ValueError as exc:
+        raise PlanError(f"{style.ref.spec}: {exc}") from None
+
+
 def _compact(plan: Plan) -> None:
     """Merge the finished run's manifest parts (one per batch) into one. Everything is already
     committed, so a failure here costs only tidiness: it is logged, not raised."""
@@ -428,7 +445,7 @@ def _root_cause(exc: RayError) -> str:
     return found[0] if found else type(exc).__name__
 
 
-def _record_rejected(plan: Plan) -> int:
+def _record_rejected(plan: Plan, strength: float) -> int:
     """Commit the inputs refused while planning as error rows of this run."""
     n = plan.rejected.num_rows
     if not n:
@@ -440,6 +457,7 @@ def _record_rejected(plan: Plan) -> int:
         "base_id": ref.base_id,
         "status": STATUS_ERROR,
         "run_id": plan.run_id,
+        "strength": strength,
         "finished_at": pa.scalar(time.time_ns() // 1000, pa.int64()).cast(OUTPUTS_SCHEMA.field("finished_at").type),
     }
     columns = {

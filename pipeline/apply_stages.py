@@ -38,6 +38,7 @@ from PIL import Image
 
 from photostyle import Base, Style, Stylizer
 from photostyle.imageio import DEFAULT_MAX_PIXELS, Photo, decode, encode
+from photostyle.lut_render import DEFAULT_LUT_SIZE
 from photostyle.stylize import DEFAULT_WORKING_SIDE
 from pipeline.inputs import read_input
 from pipeline.leases import GRACE_SECONDS, LeaseLost, RunLease
@@ -124,6 +125,7 @@ class CommitSpec:
     run_id: str
     owner: Owner
     base_id: str
+    strength: float = 1.0
 
 
 def _failure(uri: str, exc: Exception) -> str:
@@ -298,6 +300,7 @@ def _row(
         "finished_at": datetime.now(timezone.utc),
         "node_id": node_id,
         "device": device,
+        "strength": spec.strength,
     }
 
 
@@ -342,6 +345,8 @@ class StylizeActor:
         device: str | None,
         render: str = "full",
         working_side: int = DEFAULT_WORKING_SIDE,
+        lut_size: int = DEFAULT_LUT_SIZE,
+        strength: float = 1.0,
         decode: DecodeSpec | None = None,
         commit: CommitSpec | None = None,
     ) -> None:
@@ -353,6 +358,8 @@ class StylizeActor:
             device=device,
             render=render,
             working_side=working_side,
+            lut_size=lut_size,
+            strength=strength,
         )
         self.decode, self.commit = decode, commit
         self.node_id = ray.get_runtime_context().get_node_id()  # recorded in every row it stylises

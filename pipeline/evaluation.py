@@ -186,12 +186,19 @@ def published_styles(catalog: Catalog, pairs: Sequence[EvalPair]) -> dict[str, S
 
 # ---- stylize with the real apply job --------------------------------------------------------
 def stylize_contents(
-    catalog: Catalog, pairs: Sequence[EvalPair], refs: Mapping[str, StyleRef], out_uri: str
+    catalog: Catalog,
+    pairs: Sequence[EvalPair],
+    refs: Mapping[str, StyleRef],
+    out_uri: str,
+    *,
+    render: str | None = None,
+    strength: float = 1.0,
 ) -> dict[str, str]:
     """Run ``apply`` on each pair's content photo with its style into ``<out>/outputs/<name>/``
     (one folder per pair: two pairs may share a content photo) and return each result's URI,
-    read from that folder's outputs manifest. An input already done is not stylised again."""
-    options = ApplyOptions(format="png", batch_size=1, concurrency=1)
+    read from that folder's outputs manifest. An input already done (at this strength) is not
+    stylised again."""
+    options = ApplyOptions(format="png", render=render, strength=strength, batch_size=1, concurrency=1)
     outputs = {}
     with tempfile.TemporaryDirectory(prefix="pst-eval-") as tmp:
         for pair in pairs:
@@ -201,7 +208,7 @@ def stylize_contents(
             pq.write_table(pa.table({URI_COLUMN: [pair.content]}), inputs)
             result = run_apply(plan_apply(load_style(catalog, ref.spec), inputs, output, options), options)
             log.info("%s: %s stylised (%d new, %d already done)", pair.name, ref.spec, result.processed, result.skipped)
-            outputs[pair.name] = _result_of(output, pair.content, ref)
+            outputs[pair.name] = _result_of(output, pair.content, ref, strength)
     return outputs
 
 
@@ -212,11 +219,17 @@ def cross_applications(pairs: Sequence[EvalPair]) -> list[Application]:
 
 
 def stylize_cross(
-    catalog: Catalog, applications: Sequence[Application], refs: Mapping[str, StyleRef], out_uri: str
+    catalog: Catalog,
+    applications: Sequence[Application],
+    refs: Mapping[str, StyleRef],
+    out_uri: str,
+    *,
+    render: str | None = None,
+    strength: float = 1.0,
 ) -> dict[str, str]:
     """Run ``apply`` once per style over the content photos it is applied to, into
     ``<out>/outputs/cross/<style pair>/``; each application's result URI, by application name."""
-    options = ApplyOptions(format="png", batch_size=1, concurrency=1)
+    options = ApplyOptions(format="png", render=render, strength=strength, batch_size=1, concurrency=1)
     by_style: dict[str, list[Application]] = {}
     for application in applications:
         by_style.setdefault(application.style_pair.name, []).append(application)
@@ -231,18 +244,18 @@ def stylize_cross(
             result = run_apply(plan_apply(load_style(catalog, ref.spec), inputs, output, options), options)
             log.info("%s: %s on %d other photo(s) (%d new, %d already done)", name, ref.spec, len(photos), result.processed, result.skipped)
             for application in group:
-                outputs[application.name] = _result_of(output, application.photo_pair.content, ref)
+                outputs[application.name] = _result_of(output, application.photo_pair.content, ref, strength)
     return outputs
 
 
-def _result_of(output: str, content: str, ref: StyleRef) -> str:
-    """The latest ``ok`` result of ``content`` for this style version, or an error saying why
-    there is none."""
+def _result_of(output: str, content: str, ref: StyleRef, strength: float) -> str:
+    """The latest ``ok`` result of ``content`` for this style version and strength, or an error
+    saying why there is none."""
     this_input = pc.field("input_uri") == content
     columns = ["output_uri", "finished_at"]
     owner = read_owner(output)
     since = owner.since if owner is not None and owner.style_version == ref.version else ""
-    done = read_outputs(output, columns=columns, filter=done_filter(ref.name, ref.version, since) & this_input)
+    done = read_outputs(output, columns=columns, filter=done_filter(ref.name, ref.version, since, strength) & this_input)
     if done.num_rows:
         return done.sort_by([("finished_at", "descending")])["output_uri"][0].as_py()
     failed = read_outputs(output, columns=["error", "finished_at"], filter=this_input & (pc.field("status") == STATUS_ERROR))

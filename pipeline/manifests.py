@@ -80,6 +80,9 @@ OUTPUTS_SCHEMA = pa.schema(
         # written before these columns existed: a part's missing columns read as nulls).
         pa.field("node_id", pa.string()),  # the Ray node (hex id, as ``ray list nodes`` shows it)
         pa.field("device", pa.string()),  # the stylise actor's torch device, e.g. "cpu", "cuda:0"
+        # apply --strength (0..1) the result was made with; null in parts written before it
+        # existed, which were all at full strength (see done_filter)
+        pa.field("strength", pa.float64()),
     ]
 )
 
@@ -392,15 +395,20 @@ def compact_run(output_uri: str, run_id: str) -> str | None:
     return uri_of(fs, target)
 
 
-def done_filter(style: str, style_version: str, since: str = "") -> pc.Expression:
-    """The one definition of "done": an ``ok`` row for this exact style version, from run
+def done_filter(style: str, style_version: str, since: str = "", strength: float = 1.0) -> pc.Expression:
+    """The one definition of "done": an ``ok`` row for this exact style version at this strength
+    (another strength is another result; rows without one were made at full strength), from run
     ``since`` on (the run that last switched the output folder to this version, see
     ``pipeline.ownership``; rows before it describe files that were overwritten since)."""
+    same_strength = pc.field("strength") == strength
+    if strength == 1.0:
+        same_strength = same_strength | pc.field("strength").is_null()
     return (
         (pc.field("status") == STATUS_OK)
         & (pc.field("style") == style)
         & (pc.field("style_version") == style_version)
         & (pc.field("run_id") >= since)
+        & same_strength
     )
 
 
@@ -410,10 +418,11 @@ def done_slices(
     style_version: str,
     since: str = "",
     *,
+    strength: float = 1.0,
     slice_rows: int = DONE_SLICE_ROWS,
     columns: list[str] | None = None,
 ) -> Iterator[pa.Array | pa.Table]:
-    """The ``input_uri`` of the done rows (:func:`done_filter`), in slices of about
+    """The ``input_uri`` of the done rows (:func:`done_filter`, at ``strength``), in slices of about
     ``slice_rows`` (duplicates possible: a photo redone with ``--force`` has several rows);
     with ``columns``, tables of those columns instead."""
     batches: list[pa.RecordBatch] = []
@@ -423,7 +432,7 @@ def done_slices(
         table = pa.Table.from_batches(batches).combine_chunks()
         return table if columns else table["input_uri"].combine_chunks()
 
-    for batch in iter_outputs(output_uri, columns or ["input_uri"], done_filter(style, style_version, since)):
+    for batch in iter_outputs(output_uri, columns or ["input_uri"], done_filter(style, style_version, since, strength)):
         batches.append(batch)
         rows += batch.num_rows
         if rows >= slice_rows:
@@ -440,6 +449,7 @@ def pending_inputs(
     style_version: str,
     since: str = "",
     *,
+    strength: float = 1.0,
     slice_rows: int = DONE_SLICE_ROWS,
 ) -> pa.Array | pa.ChunkedArray:
     """The ``inputs`` that are not done (:func:`done_filter`), in input order.
@@ -449,7 +459,7 @@ def pending_inputs(
     than the inputs themselves. Each slice's set is dropped before the next is built, so memory
     follows the inputs, not the manifest's history."""
     done = None
-    for uris in done_slices(output_uri, style, style_version, since, slice_rows=slice_rows):
+    for uris in done_slices(output_uri, style, style_version, since, strength=strength, slice_rows=slice_rows):
         found = pc.is_in(inputs, value_set=uris)
         done = found if done is None else pc.or_(done, found)
     return inputs if done is None else pc.filter(inputs, pc.invert(done))

@@ -27,6 +27,7 @@ __all__ = [
     "load_style",
     "pair_styles",
     "publish_pair",
+    "restyled_photo",
 ]
 
 REVERSE_SUFFIX = ".reverse"  # NAME is the style photo's look, NAME.reverse the content photo's
@@ -140,3 +141,14 @@ def load_style(catalog: Catalog, spec: str) -> LoadedStyle:
     except ArchitectureError as exc:
         raise CatalogError(f"style {ref.spec} in store {catalog.uri} does not fit base {ref.base_id}: {exc}") from exc
     return LoadedStyle(ref=ref, base=base, style=Style(tensors), meta=meta)
+
+
+def restyled_photo(loaded: LoadedStyle) -> dict[str, Any] | None:
+    """The recorded photo (``{"uri", "sha256"}``) this style was trained to restyle: the pair's
+    content photo for ``NAME``, its style photo for ``NAME.reverse``; None when the meta records
+    no such photo with a URI and checksum."""
+    key = "style" if loaded.ref.name.endswith(REVERSE_SUFFIX) else "content"
+    record = loaded.meta.get(key)
+    if isinstance(record, dict) and isinstance(record.get("uri"), str) and isinstance(record.get("sha256"), str):
+        return record
+    return None

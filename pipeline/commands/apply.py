@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import click
 
-from photostyle.stylize import DEFAULT_WORKING_SIDE, RENDERS
+from photostyle.lut_render import DEFAULT_LUT_SIZE, MAX_LUT_SIZE, MIN_LUT_SIZE
+from photostyle.stylize import DEFAULT_WORKING_SIDE
 from pipeline.apply_job import ApplyOptions, JobFailed, PlanError, plan_apply, run_apply
 from pipeline.catalog import Catalog
 from pipeline.commands.documents import emit
 from pipeline.commands.errors import reported
-from pipeline.commands.options import resource_quantity, s3_timeout_options, shared_fs_option, store_option
+from pipeline.commands.options import render_options, resource_quantity, s3_timeout_options, shared_fs_option, store_option
 from pipeline.outputs import FORMATS, SAME_FORMAT
 from pipeline.published import load_style
 from pipeline.storage import resolve_store
@@ -43,16 +44,16 @@ EXIT_TOO_MANY_ERRORS = 3
     metavar="PX",
     help="Refuse (as error rows) photos whose long side exceeds PX; results are never resized.",
 )
+@render_options
+@click.option("--working-side", type=click.IntRange(min=64), default=DEFAULT_WORKING_SIDE, show_default=True, metavar="PX", help="Long side the network sees with --render guided or lut.")
 @click.option(
-    "--render",
-    type=click.Choice(RENDERS),
-    default=ApplyOptions.render,
+    "--lut-size",
+    type=click.IntRange(MIN_LUT_SIZE, MAX_LUT_SIZE),
+    default=DEFAULT_LUT_SIZE,
     show_default=True,
-    help="full: the network on every pixel; guided: the network at --working-side, lifted to full size by local "
-    "colour maps (24x faster on a 7 MP photo, structure and affine_res better; identical up to --working-side). "
-    "Done photos are not redone when it changes: use --force.",
+    metavar="N",
+    help="Colours per channel of the 3-D LUT of --render lut.",
 )
-@click.option("--working-side", type=click.IntRange(min=64), default=DEFAULT_WORKING_SIDE, show_default=True, metavar="PX", help="Long side the network sees with --render guided.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Photos per batch, and per manifest commit.")
 @click.option("--concurrency", type=click.IntRange(min=1), default=None, metavar="N", help="Stylise workers. [default: one per GPU, else one per CPU]")
 @click.option(
@@ -98,8 +99,10 @@ def apply(
     fmt: str,
     quality: int,
     max_side: int | None,
-    render: str,
+    render: str | None,
+    strength: float,
     working_side: int,
+    lut_size: int,
     batch_size: int,
     concurrency: int | None,
     gpus_per_worker: float | None,
@@ -153,7 +156,9 @@ def apply(
         quality=quality,
         max_side=max_side,
         render=render,
+        strength=strength,
         working_side=working_side,
+        lut_size=lut_size,
         batch_size=batch_size,
         concurrency=concurrency,
         gpus_per_worker=gpus_per_worker,

@@ -13,7 +13,7 @@ from pipeline.apply_job import JobFailed, PlanError
 from pipeline.catalog import Catalog
 from pipeline.commands.documents import emit
 from pipeline.commands.errors import reported
-from pipeline.commands.options import TRAIN_SETTINGS, s3_timeout_options, store_option, train_options
+from pipeline.commands.options import TRAIN_SETTINGS, render_options, s3_timeout_options, store_option, train_options
 from pipeline.evaluation import (
     EvalError,
     build_cross_report,
@@ -52,6 +52,7 @@ __all__ = ["eval_command"]
     help="Folder or prefix for the stylised photos (outputs/NAME/), report.json, report.md and sheet.png.",
 )
 @train_options
+@render_options
 @click.option(
     "--no-train",
     is_flag=True,
@@ -73,6 +74,8 @@ def eval_command(
     no_train: bool,
     cross: bool,
     as_json: bool,
+    render: str | None,
+    strength: float,
     **settings: Any,
 ) -> None:
     """Train each pair's style (rows already trained the same way are reused), stylise its
@@ -104,12 +107,12 @@ def eval_command(
                 refs = published_styles(catalog, pairs)
             else:
                 refs = train_styles(pairs, _train_job(uri, settings), gpus_per_task=settings["gpus_per_task"])
-            outputs = stylize_contents(catalog, pairs, refs, out_uri)
+            outputs = stylize_contents(catalog, pairs, refs, out_uri, render=render, strength=strength)
             scored = score_pairs(pairs, refs, outputs)
             cross_scored = []
             if cross:
                 applications = cross_applications(pairs)
-                cross_outputs = stylize_cross(catalog, applications, refs, out_uri)
+                cross_outputs = stylize_cross(catalog, applications, refs, out_uri, render=render, strength=strength)
                 cross_refs = {a.name: refs[a.style_pair.name] for a in applications}
                 cross_scored = score_pairs([a.as_pair for a in applications], cross_refs, cross_outputs)
         except (EvalError, PlanError, JobFailed) as exc:

@@ -7,13 +7,24 @@ import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import math
+
 import click
 
 from photostyle import PRESETS
+from photostyle.stylize import RENDERS
 from pipeline.storage import DEFAULT_STORE, STORE_ENV, S3Timeouts
 from pipeline.training_jobs import LOSS_NETS
 
-__all__ = ["TRAIN_SETTINGS", "resource_quantity", "s3_timeout_options", "shared_fs_option", "store_option", "train_options"]
+__all__ = [
+    "TRAIN_SETTINGS",
+    "render_options",
+    "resource_quantity",
+    "s3_timeout_options",
+    "shared_fs_option",
+    "store_option",
+    "train_options",
+]
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -40,6 +51,44 @@ def resource_quantity(ctx: click.Context, param: click.Parameter, value: float |
     if value is not None and value > 1 and not value.is_integer():
         raise click.BadParameter(f"{value} is neither a fraction below 1 nor a whole number")
     return value
+
+
+def _strength(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """click's FloatRange lets NaN through (every comparison with it is false)."""
+    if math.isnan(value):
+        raise click.BadParameter("nan is not a number from 0 to 1")
+    return value
+
+
+_RENDER_OPTIONS = (
+    click.option(
+        "--render",
+        type=click.Choice(RENDERS),
+        default=None,
+        show_default="lut for colour-table styles (preset lite), else guided",
+        help="full: the network on every pixel; guided: the network at the working side (apply --working-side, 512 px), "
+        "lifted to full size by local colour maps (24x faster on a 7 MP photo; identical up to the working side); lut "
+        "(colour-table styles only): the network at the working side, then the style as the 3-D LUT it is for that "
+        "photo, applied to the 8-bit photo. Done photos are not redone when it changes: use --force.",
+    ),
+    click.option(
+        "--strength",
+        type=click.FloatRange(0, 1),
+        default=1.0,
+        show_default=True,
+        callback=_strength,
+        metavar="S",
+        help="Blend the result toward the photo: 0 leaves it as it is, 1 is the full look. Recorded per photo: "
+        "a rerun at another strength redoes the done photos.",
+    ),
+)
+
+
+def render_options(command: F) -> F:
+    """Add ``--render`` and ``--strength`` (how ``apply`` and ``eval`` render a style)."""
+    for option in reversed(_RENDER_OPTIONS):
+        command = option(command)
+    return command
 
 
 _TRAIN_OPTIONS = (

@@ -8,12 +8,17 @@ from typing import Any
 
 import click
 
+from photostyle.imageio import ImageDecodeError
+from photostyle.lut_render import DEFAULT_LUT_SIZE, MAX_LUT_SIZE, MIN_LUT_SIZE
+from photostyle.stylize import DEFAULT_WORKING_SIDE
 from pipeline.catalog import Catalog
 from pipeline.commands.documents import emit
 from pipeline.commands.errors import reported
 from pipeline.commands.options import s3_timeout_options, store_option
+from pipeline.cube_export import ExportError, calibration_photos, export_cube
 from pipeline.names import InvalidName
-from pipeline.storage import resolve_store
+from pipeline.published import load_style
+from pipeline.storage import filesystem, resolve_store, write_atomic
 
 __all__ = ["styles"]
 
@@ -73,6 +78,49 @@ def show_style(spec: str, store: str | None, as_json: bool) -> None:
     width = max(map(len, meta))
     for key in sorted(meta):
         click.echo(f"{key.ljust(width)}  {_plain(meta[key])}")
+
+
+@styles.command("export")
+@click.argument("spec", metavar="NAME[@VERSION]")
+@click.option("--cube", "cube_uri", required=True, metavar="FILE", help="Where to write the .cube file (any fsspec URI).")
+@click.option(
+    "--size",
+    type=click.IntRange(MIN_LUT_SIZE, MAX_LUT_SIZE),
+    default=DEFAULT_LUT_SIZE,
+    show_default=True,
+    help="Colours per channel of the table.",
+)
+@click.option(
+    "--calibrate",
+    "photos",
+    multiple=True,
+    metavar="PHOTO",
+    help="A photo (URI) to fit the table on; repeat for several. [default: the photo the style was trained to restyle, if still readable]",
+)
+@click.option("--working-side", type=click.IntRange(min=64), default=DEFAULT_WORKING_SIDE, show_default=True, metavar="PX", help="Long side the network sees each photo at.")
+@store_option
+def export_style(spec: str, cube_uri: str, size: int, photos: tuple[str, ...], working_side: int, store: str | None) -> None:
+    """Write a colour-table style (preset lite) as a 3-D LUT in the .cube format (Adobe Cube LUT
+    Specification 1.0) for Resolve, Premiere, Photoshop, ffmpeg's lut3d or OpenColorIO.
+
+    \b
+    A colour-table style recolours each photo by a table that depends a little on the photo.
+    The file holds the one table that fits best over the --calibrate photos (weighted by how
+    many of their pixels have each colour); by default the style's own training photo."""
+    uri = resolve_store(store)
+    with reported(uri):
+        try:
+            loaded = load_style(Catalog(uri), spec)
+        except InvalidName as exc:
+            raise click.BadParameter(str(exc), param_hint="NAME[@VERSION]") from exc
+        try:
+            text = export_cube(loaded, calibration_photos(loaded, photos), size=size, working_side=working_side)
+        except (ExportError, ImageDecodeError) as exc:
+            raise click.ClickException(str(exc)) from exc
+    with reported(cube_uri):
+        fs, path = filesystem(cube_uri)
+        write_atomic(fs, path, text.encode())
+    click.echo(f"wrote {cube_uri}: {loaded.ref.spec}, {size}^3 colours, fitted on {len(photos) or 1} photo(s)")
 
 
 def _plain(value: Any) -> str:
