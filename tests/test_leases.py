@@ -37,7 +37,7 @@ def photos(tmp_path: Path) -> str:
 
 def batch_of(photos: str) -> pa.Table:
     """A decoded batch, ready to write (its pixels stand in for stylised ones)."""
-    return read_and_decode(pa.table({"input_uri": [f"{photos}/{i}.png" for i in range(3)]}), DecodeSpec())
+    return pa.concat_tables(read_and_decode(pa.table({"input_uri": [f"{photos}/{i}.png" for i in range(3)]}), DecodeSpec()))
 
 
 def spec_for(output: str, photos: str, run_id: str) -> CommitSpec:
