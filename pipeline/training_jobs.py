@@ -26,6 +26,7 @@ import logging
 import os
 import posixpath
 import time
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
