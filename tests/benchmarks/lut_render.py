@@ -24,7 +24,6 @@ then on content.jpg (3056x2292, 7 MP) measures:
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
 import os
