@@ -52,7 +52,7 @@ def store(photos, tmp_path_factory: pytest.TempPathFactory) -> str:
     record = {"uri": str(trained_on), "sha256": hashlib.sha256(trained_on.read_bytes()).hexdigest()}
     publish(uri, "table", *young_style(), {"content": record, "style": {"uri": "/nowhere/s.png", "sha256": "0" * 64}})
     publish(uri, "table.reverse", *young_style(seed=2), {"content": record, "style": {"uri": "/nowhere/s.png", "sha256": "0" * 64}})
-    base, (cells,) = split_net(StyleNet(get_preset("lite-cells"), num_styles=1))
+    base, (cells,) = split_net(StyleNet(get_preset("lite-cells").net, num_styles=1))
     publish(uri, "cells", base, cells, {"content": record})
     return uri
 

@@ -21,7 +21,7 @@ def young_style(preset: str = "lite", seed: int = 1):
     """A fresh net with a colour cast and small random colour maps: like a style after a little
     training (a fully random head recolours by ~140/255 and clips most pixels)."""
     torch.manual_seed(seed)
-    net = StyleNet(get_preset(preset), num_styles=1)
+    net = StyleNet(get_preset(preset).net, num_styles=1)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         weight = net.head.conv.conv.weight
@@ -75,7 +75,7 @@ def test_lut_render_records_its_statistics_at_the_working_side(style):
 
 def test_lut_render_is_refused_for_styles_that_are_not_colour_tables():
     for preset, head in (("lite-cells", "affine"), ("paper", "rgb")):
-        base, styles = split_net(StyleNet(get_preset(preset), num_styles=1))
+        base, styles = split_net(StyleNet(get_preset(preset).net, num_styles=1))
         with pytest.raises(ValueError, match=f"render 'lut' needs a colour-table style.*the '{head}' head"):
             Stylizer(base, styles[0], render="lut")
         assert Stylizer(base, styles[0], render=None).render == "guided"
@@ -87,7 +87,7 @@ def test_strength_blends_toward_the_photo(render):
     if render == "lut":
         base, style = young_style()
     else:
-        base, (style,) = split_net(_randomised(StyleNet(get_preset("lite-cells"), num_styles=1), seed=2))
+        base, (style,) = split_net(_randomised(StyleNet(get_preset("lite-cells").net, num_styles=1), seed=2))
     image = photo(side=160)
     render_at = {s: pixels(Stylizer(base, style, render=render, working_side=64, strength=s)(image)) for s in (0, 0.5, 1)}
     assert np.array_equal(render_at[0], pixels(image))  # strength 0: the photo itself
