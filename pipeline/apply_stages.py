@@ -222,16 +222,18 @@ def write_and_commit(batch: pa.Table, spec: CommitSpec) -> pa.Table:
     return _commit(spec, rows, pc.sum(batch["model_seconds"]).as_py() or 0.0)
 
 
-def process_and_commit(batch: pa.Table, stylizer: Stylizer, decode: DecodeSpec, spec: CommitSpec, *, node_id: str) -> pa.Table:
+def process_and_commit(
+    batch: pa.Table, stylizer: Stylizer, decode: DecodeSpec, spec: CommitSpec, *, node_id: str | None, device: str
+) -> pa.Table:
     """Read, decode, stylise, encode and write each photo of a batch of ``input_uri`` in turn
     (CPU layout: one photo's pixels in memory at a time), then commit one manifest part.
-    ``node_id``: the Ray node this runs on, recorded in every row with the stylizer's device."""
+    ``node_id`` (the Ray node this runs on) and ``device`` (the stylizer's) go into every row."""
     if (stopped := _cannot_write(spec)) is not None:
         return stopped
     fs, root = filesystem(spec.layout.output)
     uris = batch["input_uri"]
     targets = spec.layout.targets(uris)
-    rows, model_seconds, device = [], 0.0, str(stylizer.device)
+    rows, model_seconds = [], 0.0
     for uri, path, fmt in zip(uris.to_pylist(), *(targets[c].to_pylist() for c in ("path", "format"))):
         width = height = seconds = error = None
         try:
@@ -362,13 +364,16 @@ class StylizeActor:
             strength=strength,
         )
         self.decode, self.commit = decode, commit
-        self.node_id = ray.get_runtime_context().get_node_id()  # recorded in every row it stylises
+        # Recorded in every row it stylises; None outside Ray (a library caller), which asking
+        # the runtime context would start.
+        self.node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+        self.device = str(self.stylizer.device)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         if self.decode is not None and self.commit is not None:
-            return process_and_commit(batch, self.stylizer, self.decode, self.commit, node_id=self.node_id)
+            return process_and_commit(batch, self.stylizer, self.decode, self.commit, node_id=self.node_id, device=self.device)
         batch = stylize_batch(self.stylizer, batch)
-        for name, value in (("node_id", self.node_id), ("device", str(self.stylizer.device))):
+        for name, value in (("node_id", self.node_id), ("device", self.device)):
             column = pa.repeat(pa.scalar(value, pa.string()), batch.num_rows)
             batch = batch.set_column(batch.schema.get_field_index(name), name, column)
         return batch
