@@ -34,7 +34,7 @@ PAIRS = {
     10: ("astronaut.png", "motorcycle_left.png"),
 }
 
-# Environment variable -> the folder of ../shared/data it names.
+# Environment variable -> the dataset folder it names (the README's Testing section says where).
 DATASETS = {
     "PHOTOSTYLE_DPST_DEV": "dpst-dev",
     "PHOTOSTYLE_HIGHRES": "highres",
@@ -66,10 +66,10 @@ def dataset(variable: str) -> Path:
     folder = DATASETS[variable]
     value = os.environ.get(variable)
     if not value:
-        pytest.skip(f"{variable} is unset: point it at the {folder} folder (../shared/data/{folder}) to run this test")
+        pytest.skip(f"{variable} is unset: point it at the {folder} dataset folder to run this test")
     path = Path(value)
     if not path.is_dir():
-        pytest.fail(f"{variable}={value!r} is not a folder (expected ../shared/data/{folder})")
+        pytest.fail(f"{variable}={value!r} is not a folder (expected the {folder} dataset)")
     return path
 
 
@@ -86,7 +86,7 @@ def dpst_output(n: int) -> Path:
 
 
 def hed_vgg16() -> Path:
-    """The trained, offline VGG16 (see ../shared/data/lossnet/README.md)."""
+    """The trained, offline VGG16 (see the lossnet dataset's README)."""
     return dataset("PHOTOSTYLE_LOSSNET") / HED_VGG16_FILE
 
 
