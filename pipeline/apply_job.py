@@ -62,8 +62,9 @@ from photostyle.stylize import DEFAULT_WORKING_SIDE, check_render
 from pipeline.apply_stages import CommitSpec, DecodeSpec, StylizeActor, read_and_decode, write_and_commit
 from pipeline.inputs import HTTP_SCHEMES, OBJECT_STORE_SCHEMES, first_occurrences, list_inputs, refused_schemes, scheme_of
 from pipeline.leases import RunLease
-from pipeline.manifests import OUTPUTS_SCHEMA, STATUS_ERROR, compact_run, done_slices, pending_inputs, write_outputs_part
+from pipeline.manifests import STATUS_ERROR
 from pipeline.outputs import SAME_FORMAT, OutputLayout, new_run_id
+from pipeline.outputs_manifest import OUTPUTS_SCHEMA, compact_run, done_slices, pending_inputs, write_outputs_part
 from pipeline.ownership import Owner, claim_output
 from pipeline.published import LoadedStyle
 from pipeline.ray_runtime import NodeLocalPath, cluster_has_gpus, ensure_ray, refuse_node_local
@@ -107,7 +108,7 @@ class ApplyOptions:
     render: str | None = None  # None: the style's default (photostyle.stylize.default_render)
     working_side: int = DEFAULT_WORKING_SIDE
     lut_size: int = DEFAULT_LUT_SIZE
-    strength: float = 1.0  # part of what "done" means (manifests.done_filter)
+    strength: float = 1.0  # part of what "done" means (outputs_manifest.done_filter)
     batch_size: int = 32
     concurrency: int | None = None
     gpus_per_worker: float | None = None

@@ -42,8 +42,9 @@ from photostyle.lut_render import DEFAULT_LUT_SIZE
 from photostyle.stylize import DEFAULT_WORKING_SIDE
 from pipeline.inputs import read_input
 from pipeline.leases import GRACE_SECONDS, LeaseLost, RunLease
-from pipeline.manifests import STATUS_ERROR, STATUS_OK, write_outputs_part
+from pipeline.manifests import STATUS_ERROR, STATUS_OK
 from pipeline.outputs import OutputLayout
+from pipeline.outputs_manifest import write_outputs_part
 from pipeline.ownership import Owner, OutputTaken, check_owner
 from pipeline.storage import filesystem, join, write_atomic
 

@@ -42,8 +42,10 @@ from pipeline.apply_job import ApplyOptions, plan_apply, run_apply
 from pipeline.baselines import BASELINES
 from pipeline.catalog import Catalog, StyleNotFound, StyleRef
 from pipeline.inputs import URI_COLUMN
-from pipeline.manifests import STATUS_ERROR, ManifestError, done_filter, read_outputs, read_pairs
+from pipeline.manifests import STATUS_ERROR, ManifestError
+from pipeline.outputs_manifest import done_filter, read_outputs
 from pipeline.ownership import read_owner
+from pipeline.pairs_manifest import read_pairs
 from pipeline.published import load_style
 from pipeline.quality import METRICS, as_rgb_array, metrics
 from pipeline.ray_runtime import ensure_ray

@@ -25,7 +25,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from pipeline.manifests import MANIFEST_DIR
+from pipeline.outputs_manifest import MANIFEST_DIR
 from pipeline.storage import AlreadyExists, filesystem, join, uri_of, write_exclusive
 
 __all__ = ["GRACE_SECONDS", "LeaseLost", "RunLease"]

@@ -18,7 +18,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.manifests import MANIFEST_DIR, STATUS_OK, ManifestError, scan_outputs
+from pipeline.manifests import STATUS_OK, ManifestError
+from pipeline.outputs_manifest import MANIFEST_DIR, scan_outputs
 from pipeline.ownership import current_filter, read_owner
 from pipeline.storage import join
 

@@ -23,8 +23,9 @@ from dataclasses import asdict, dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.manifests import MANIFEST_DIR, ManifestError, iter_outputs
+from pipeline.manifests import ManifestError
 from pipeline.names import InvalidName, validate_name
+from pipeline.outputs_manifest import MANIFEST_DIR, iter_outputs
 from pipeline.storage import AlreadyExists, filesystem, join, write_atomic, write_exclusive
 
 __all__ = ["OWNER_FILE", "Owner", "OutputTaken", "check_owner", "claim_output", "current_filter", "read_owner"]

@@ -40,9 +40,10 @@ from photostyle import LossNetUnavailable, Recipe, TrainConfig, preset_of, train
 from photostyle.imageio import ImageDecodeError, decode
 from photostyle.weights import WeightsError
 from pipeline.catalog import Catalog, CatalogError, StyleNotFound, StyleRef
-from pipeline.manifests import STATUS_ERROR, STATUS_OK, ManifestError, read_pairs
+from pipeline.manifests import STATUS_ERROR, STATUS_OK, ManifestError
 from pipeline.names import InvalidName, validate_name
 from pipeline.outputs import new_run_id
+from pipeline.pairs_manifest import read_pairs
 from pipeline.progress import ProgressView, RowProgress, RowReporter, start_board
 from pipeline.published import REVERSE_SUFFIX, check_pair_names, load_base, publish_pair
 from pipeline.ray_runtime import NodeLocalPath, cluster_has_gpus, ensure_ray, refuse_node_local
@@ -132,7 +133,7 @@ class RowResult:
 
 # ---- driver: validate everything before any work ----------------------------------------
 def load_rows(pairs_uri: str) -> list[Row]:
-    """The pairs manifest's rows, validated whole (see :func:`pipeline.manifests.read_pairs`),
+    """The pairs manifest's rows, validated whole (see :func:`pipeline.pairs_manifest.read_pairs`),
     plus what training adds: ``NAME.reverse`` must be a valid name that no other row uses, or a
     row would fail after training with half of its pair published."""
     table = read_pairs(pairs_uri)

@@ -27,8 +27,9 @@ from photostyle import TrainConfig, train_pair
 from pipeline.catalog import Catalog
 from pipeline.cli import main
 from pipeline.inputs import first_occurrences, list_inputs
-from pipeline.manifests import MANIFEST_DIR, STATUS_OK, read_outputs
+from pipeline.manifests import STATUS_OK
 from pipeline.outputs import OutputLayout
+from pipeline.outputs_manifest import MANIFEST_DIR, read_outputs
 from pipeline.ownership import OWNER_FILE
 from pipeline.published import publish_pair
 from pipeline.storage import filesystem

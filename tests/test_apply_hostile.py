@@ -30,8 +30,9 @@ from PIL import Image
 from photostyle import TrainConfig, train_pair
 from pipeline.catalog import Catalog
 from pipeline.cli import main
-from pipeline.manifests import MANIFEST_DIR, STATUS_OK, pending_inputs, read_outputs, write_outputs_part
+from pipeline.manifests import STATUS_OK
 from pipeline.outputs import OutputLayout
+from pipeline.outputs_manifest import MANIFEST_DIR, pending_inputs, read_outputs, write_outputs_part
 from pipeline.published import publish_pair
 
 SAMPLES = ("astronaut", "chelsea", "coffee", "rocket", "camera")

@@ -20,7 +20,7 @@ from PIL import Image
 from pipeline.baselines import histogram_match, reinhard
 from pipeline.catalog import Catalog
 from pipeline.cli import main
-from pipeline.manifests import MANIFEST_DIR
+from pipeline.outputs_manifest import MANIFEST_DIR
 from pipeline.quality import METRICS, metrics
 from pipeline.storage import read_bytes
 from tests.photos import content, open_rgb, style

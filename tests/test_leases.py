@@ -14,8 +14,8 @@ from PIL import Image
 import pipeline.apply_stages as apply_stages
 from pipeline.apply_stages import CommitSpec, DecodeSpec, read_and_decode, write_and_commit
 from pipeline.leases import RunLease
-from pipeline.manifests import read_outputs
 from pipeline.outputs import OutputLayout, new_run_id
+from pipeline.outputs_manifest import read_outputs
 from pipeline.ownership import claim_output
 from pipeline.storage import filesystem, join
 

@@ -23,7 +23,7 @@ from photostyle import lut_render
 from photostyle.cube import parse_cube
 from pipeline.catalog import Catalog
 from pipeline.cli import main
-from pipeline.manifests import read_outputs
+from pipeline.outputs_manifest import read_outputs
 from tests.test_lut_render import young_style
 
 

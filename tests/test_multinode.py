@@ -27,7 +27,7 @@ from PIL import Image
 
 from photostyle import TrainConfig, train_pair
 from pipeline.catalog import Catalog
-from pipeline.manifests import MANIFEST_DIR, read_outputs
+from pipeline.outputs_manifest import MANIFEST_DIR, read_outputs
 from pipeline.published import publish_pair
 from tests.conftest import RayCluster
 

@@ -21,7 +21,8 @@ from pipeline import contact_sheet
 from pipeline.catalog import Catalog
 from pipeline.cli import main
 from pipeline.commands.preview import latest_results
-from pipeline.manifests import MANIFEST_DIR, STATUS_ERROR, STATUS_OK, read_outputs, write_outputs_part
+from pipeline.manifests import STATUS_ERROR, STATUS_OK
+from pipeline.outputs_manifest import MANIFEST_DIR, read_outputs, write_outputs_part
 from pipeline.published import publish_pair
 from pipeline.storage import filesystem, join, read_bytes
 from tests.photos import content, open_rgb, style

@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.manifests import MANIFEST_DIR, OUTPUTS_SCHEMA, read_outputs, write_outputs_part
 from pipeline.names import is_valid_name
 from pipeline.outputs import new_run_id
+from pipeline.outputs_manifest import MANIFEST_DIR, OUTPUTS_SCHEMA, read_outputs, write_outputs_part
 
 
 def rows(run_id: str, style: str, version: str, results: dict[str, str], minute: int, node: str | None = "n1") -> list[dict]:

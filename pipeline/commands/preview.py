@@ -17,7 +17,8 @@ from photostyle.imageio import ImageDecodeError, decode, encode
 from pipeline import contact_sheet
 from pipeline.commands.errors import reported
 from pipeline.commands.options import s3_timeout_options
-from pipeline.manifests import MANIFEST_DIR, STATUS_OK, ManifestError, read_outputs
+from pipeline.manifests import STATUS_OK, ManifestError
+from pipeline.outputs_manifest import MANIFEST_DIR, read_outputs
 from pipeline.ownership import current_filter, read_owner
 from pipeline.storage import StorageError, filesystem, join, read_bytes, uri_of, write_atomic
 

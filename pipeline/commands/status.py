@@ -9,8 +9,8 @@ import click
 from pipeline.commands.documents import emit
 from pipeline.commands.errors import reported
 from pipeline.commands.options import s3_timeout_options
-from pipeline.manifests import quarantine_unreadable
 from pipeline.outputs import summarize
+from pipeline.outputs_manifest import quarantine_unreadable
 
 __all__ = ["status"]
 

@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from manifest_scale import STYLE, VERSION, input_uris, make_part
 
-from pipeline.manifests import write_outputs_part
+from pipeline.outputs_manifest import write_outputs_part
 
 log = logging.getLogger("apply_scale")
 

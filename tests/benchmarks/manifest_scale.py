@@ -23,7 +23,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.manifests import OUTPUTS_SCHEMA, STATUS_ERROR, STATUS_OK, pending_inputs, write_outputs_part
+from pipeline.manifests import STATUS_ERROR, STATUS_OK
+from pipeline.outputs_manifest import OUTPUTS_SCHEMA, pending_inputs, write_outputs_part
 
 log = logging.getLogger("manifest_scale")
 

@@ -1,4 +1,5 @@
-"""Pairs manifest validation, and the outputs manifest written, read and deduplicated on S3."""
+"""The outputs manifest written, read and deduplicated on S3; bad rows refused; parts whole,
+retries idempotent, compaction crash-safe."""
 
 from __future__ import annotations
 
@@ -7,73 +8,17 @@ from pathlib import Path
 
 import fsspec
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
-from pipeline.manifests import (
+from pipeline.manifests import ManifestError
+from pipeline.outputs_manifest import (
     OUTPUTS_SCHEMA,
-    ManifestError,
     compact_run,
     done_slices,
     pending_inputs,
     read_outputs,
-    read_pairs,
     write_outputs_part,
 )
-
-PAIRS = {
-    "content": ["s3://in/a.jpg", "s3://in/b.jpg"],
-    "style": ["s3://st/1.jpg", "s3://st/2.jpg"],
-    "name": ["monet", "turner"],
-}
-
-
-def write_pairs(path: Path, columns: dict, schema: pa.Schema | None = None) -> str:
-    pq.write_table(pa.table(columns, schema=schema), path)
-    return str(path)
-
-
-def test_pairs_manifest_is_read_with_extra_columns_kept(tmp_path: Path) -> None:
-    table = read_pairs(write_pairs(tmp_path / "pairs.parquet", {**PAIRS, "note": ["x", "y"]}))
-    assert table["name"].to_pylist() == ["monet", "turner"]
-    assert table["note"].to_pylist() == ["x", "y"]
-
-
-def test_pairs_manifest_is_read_from_s3(s3_store: str) -> None:
-    uri = f"{s3_store}/pairs.parquet"
-    with fsspec.open(uri, "wb") as f:
-        pq.write_table(pa.table(PAIRS), f)
-    assert read_pairs(uri).num_rows == 2
-
-
-@pytest.mark.parametrize(
-    ("columns", "problem"),
-    [
-        ({"content": PAIRS["content"], "name": PAIRS["name"]}, r"missing column\(s\) style"),
-        ({**PAIRS, "name": [1, 2]}, r"column 'name' must hold strings, not int64"),
-        ({k: [] for k in PAIRS}, "no rows"),
-        ({**PAIRS, "name": ["monet", "monet"]}, r"row 2 of 2: duplicate name 'monet' \(first at row 1\)"),
-        ({**PAIRS, "name": ["monet", "Turner"]}, r"row 2 of 2: invalid style name 'Turner'"),
-        ({**PAIRS, "name": ["monet", "../x"]}, r"row 2 of 2: invalid style name '../x'"),
-        ({**PAIRS, "content": ["s3://in/a.jpg", ""]}, r"row 2 of 2: empty 'content'"),
-        ({**PAIRS, "style": [None, "s3://st/2.jpg"]}, r"row 1 of 2: empty 'style'"),
-    ],
-)
-def test_bad_pairs_manifest_is_refused_naming_file_row_and_problem(tmp_path: Path, columns: dict, problem: str) -> None:
-    schema = pa.schema([(k, pa.string()) for k in columns]) if not any(columns.values()) else None
-    uri = write_pairs(tmp_path / "pairs.parquet", columns, schema)
-    with pytest.raises(ManifestError, match=problem) as info:
-        read_pairs(uri)
-    assert uri in str(info.value)
-
-
-def test_unreadable_pairs_manifest_is_refused(tmp_path: Path) -> None:
-    for content in [b"content,style,name\n", b""]:
-        (tmp_path / "pairs.parquet").write_bytes(content)
-        with pytest.raises(ManifestError, match="not a readable Parquet file"):
-            read_pairs(str(tmp_path / "pairs.parquet"))
-    with pytest.raises(ManifestError, match="no such file"):
-        read_pairs(str(tmp_path / "missing.parquet"))
 
 
 def row(i: int, *, status: str = "ok", version: str = "v1", run_id: str = "run-1", style: str = "monet") -> dict:
