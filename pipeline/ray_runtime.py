@@ -69,7 +69,11 @@ class _CommandStdout:
     and anything a background thread writes. The driver's Ray prints cluster error messages
     (e.g. a raylet's state dump when its node dies) to ``sys.stdout`` whatever ``log_to_driver``
     says: from a background thread as they come, and from the main thread when it disconnects
-    at exit (the repeats it held back). ``--json`` promises one JSON document on stdout."""
+    at exit (the repeats it held back). ``--json`` promises one JSON document on stdout.
+
+    ``isatty`` answers for the same stream: Ray Data picks bars or periodic log lines by
+    ``sys.stdout.isatty()`` but draws on stderr, so ``apply 2> apply.log`` from a terminal
+    would otherwise fill the log with bar redraws (and ``apply > out`` lose its bars)."""
 
     def __init__(self, stdout: TextIO, stderr: TextIO) -> None:
         self._stdout, self._stderr = stdout, stderr
@@ -85,7 +89,10 @@ class _CommandStdout:
     def flush(self) -> None:
         self._target(sys._getframe().f_back).flush()
 
-    def __getattr__(self, name: str) -> Any:  # encoding, isatty, fileno, ...: the real stdout's
+    def isatty(self) -> bool:
+        return self._target(sys._getframe().f_back).isatty()
+
+    def __getattr__(self, name: str) -> Any:  # encoding, fileno, ...: the real stdout's
         return getattr(self._stdout, name)
 
 

@@ -1,11 +1,14 @@
 """Progress of training rows: the board keeps each row's latest report, the view draws bars on a
-terminal and periodic log lines elsewhere, and a real ``train`` run shows its iterations."""
+terminal and periodic log lines elsewhere, and a real ``train`` run shows its iterations. And
+``apply``'s Ray Data progress: bars only when stderr, where Ray draws them, is a terminal."""
 
 from __future__ import annotations
 
+import builtins
 import io
 import logging
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,7 @@ import ray
 
 from pipeline import progress
 from pipeline.progress import ProgressView, RowProgress, RowReporter, describe, start_board
+from pipeline.ray_runtime import _CommandStdout
 
 
 def test_a_row_line_gives_iterations_rate_and_time_left() -> None:
@@ -69,6 +73,31 @@ def test_the_view_draws_bars_on_a_terminal_and_log_lines_elsewhere(caplog: pytes
     view.show(rows, finished=set())  # within LOG_EVERY_S: no second line
     view.show(rows, finished={"sunset"})
     assert [r.getMessage() for r in caplog.records] == [describe("sunset", rows["sunset"])]
+
+
+def test_apply_draws_ray_datas_bars_only_when_stderr_is_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray Data chooses bars or periodic log lines by ``sys.stdout.isatty()`` and draws either on
+    stderr. Found when ``apply 2> apply.log`` from a terminal wrote every bar redraw (carriage
+    returns, cursor moves) into the log; ``apply --json > out.json`` lost its bars the same way."""
+    from ray.data import DataContext
+    from ray.data._internal.progress import get_progress_manager  # where Ray 2.60 makes that choice
+    from ray.data._internal.progress.logging_progress import LoggingExecutionProgressManager
+    from ray.experimental import tqdm_ray
+
+    # Ray's first bar manager replaces builtins.print for the whole process: undo it after the test
+    monkeypatch.setattr(builtins, "print", builtins.print)
+    monkeypatch.setattr(tqdm_ray, "_manager", None)
+
+    def logs_lines(stdout: io.StringIO, stderr: io.StringIO) -> bool:
+        with monkeypatch.context() as patch:
+            patch.setattr(sys, "stdout", _CommandStdout(stdout, stderr))
+            manager = get_progress_manager(DataContext.get_current(), "dataset", {}, False)
+        manager.close_with_finishing_description("done", True)
+        return isinstance(manager, LoggingExecutionProgressManager)
+
+    assert logs_lines(stdout=_Terminal(), stderr=io.StringIO())
+    assert not logs_lines(stdout=io.StringIO(), stderr=_Terminal())
+    assert _CommandStdout(_Terminal(), io.StringIO()).isatty()  # the command's own question is about stdout
 
 
 def test_quiet_logging_shows_no_progress(caplog: pytest.LogCaptureFixture) -> None:
