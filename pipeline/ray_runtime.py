@@ -7,6 +7,7 @@ the same way a local path that each node would resolve on its own disk.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import sys
@@ -46,8 +47,7 @@ def ensure_ray() -> None:
     (:class:`_CommandStdout`)."""
     if ray.is_initialized():
         return
-    if not isinstance(sys.stdout, _CommandStdout):
-        sys.stdout = _CommandStdout(sys.stdout, sys.stderr)
+    _route_ray_prints()
     address = os.environ.get(ADDRESS_ENV)
     runtime_env = {"env_vars": S3Timeouts.from_env().env()}
     if address:
@@ -62,6 +62,16 @@ def ensure_ray() -> None:
             configure_logging=False,
             runtime_env=runtime_env,
         )
+    # Ray disconnects at exit (an atexit handler registered when ray is imported) and prints the
+    # repeats it held back; by then ``--json`` has put the real stdout back in place of the one
+    # routed above. Handlers run last-registered first, so this one routes Ray's prints again.
+    atexit.register(_route_ray_prints)
+
+
+def _route_ray_prints() -> None:
+    """Send Ray's own prints to stderr from here on (see :class:`_CommandStdout`)."""
+    if not isinstance(sys.stdout, _CommandStdout):
+        sys.stdout = _CommandStdout(sys.stdout, sys.stderr)
 
 
 class _CommandStdout:

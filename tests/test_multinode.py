@@ -304,6 +304,27 @@ def test_rays_own_prints_never_reach_a_commands_stdout() -> None:
     assert (done.returncode, done.stdout, done.stderr) == (0, "1\n", "")
 
 
+def test_what_ray_prints_at_exit_after_a_json_command_goes_to_stderr() -> None:
+    """Ray prints the messages it held back when it disconnects at exit, after ``--json`` has
+    given stdout back: they must not follow the document there (seen in a node-loss run)."""
+    script = """
+import atexit
+from unittest import mock
+from pipeline import ray_runtime
+from pipeline.commands.documents import emit, reserved_stdout
+exec("def held_back():\\n    print('(raylet) Task failed [repeated 3x across cluster]')", ray_like := {"__name__": "ray._private.worker"})
+atexit.register(ray_like["held_back"])  # as Ray's own exit handler: registered before the command runs
+with mock.patch.object(ray_runtime.ray, "is_initialized", return_value=False), mock.patch.object(ray_runtime.ray, "init"):
+    with reserved_stdout():
+        ray_runtime.ensure_ray()
+        emit({"processed": 1})
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"processed": 1}
+    assert "(raylet) Task failed" in done.stderr
+
+
 def test_each_local_path_is_named_and_remote_or_shared_ones_pass(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     """The refusal itself, against a stand-in for a cluster of three nodes (the e2e test above
     runs it on a real one): every local path named, object-store paths and --shared-fs let through."""
