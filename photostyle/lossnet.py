@@ -96,14 +96,20 @@ class LossNetwork(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Features of RGB images in [0, 1] at every requested layer."""
+    def forward(self, image: torch.Tensor, layers: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+        """Features of RGB images in [0, 1] at every requested layer, or only at ``layers`` (a
+        subset): then the pass stops at the deepest of them, which is where its cost is."""
+        wanted = self.wanted if layers is None else set(layers)
+        if not wanted <= self.wanted:
+            raise ValueError(f"layers {sorted(wanted - self.wanted)} were not requested when the loss network was built")
         x = (image - self.mean) / self.std
         out: dict[str, torch.Tensor] = {}
         for name, layer in zip(self.names, self.features):
             x = layer(x)
-            if name in self.wanted:
+            if name in wanted:
                 out[name] = x
+                if len(out) == len(wanted):
+                    break
         return out
 
     def train(self, mode: bool = True) -> "LossNetwork":  # frozen: always eval (no dropout/bn anyway)

@@ -249,9 +249,9 @@ def _train(
             batch = torch.cat([c, s, c, s]).contiguous(memory_format=fmt)
             cs, sc, cc, ss = net(batch, styles_fwd).chunk(4)
             csc, scs = net(torch.cat([cs, sc]), styles_cyc).chunk(2)
-            feats = lossnet(torch.cat([cs, sc, c, s]))
-            out = {n: f[:2] for n, f in feats.items()}
-            ref = {n: f[2:] for n, f in feats.items()}
+            out = lossnet(torch.cat([cs, sc]))
+            with torch.no_grad():  # the content targets: no gradient, and only as deep as the content layers
+                ref = lossnet(torch.cat([c, s]), losses.content_layers)
             terms = {
                 "content": content_loss(out, ref, losses.content_layers),
                 "style": style_loss({n: f[:1] for n, f in out.items()}, grams_s, losses.style_layers)

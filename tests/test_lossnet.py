@@ -17,6 +17,21 @@ def test_vgg16_loads_from_a_local_safetensors_file(vgg16_weights):
     assert len(net.features) == 16  # cut after relu3_3
 
 
+def test_a_pass_for_some_layers_stops_at_the_deepest_of_them_with_the_same_features(vgg16_weights):
+    net = load_loss_network("vgg16", vgg16_weights.path, layers=("relu1_2", "relu2_2", "relu4_3"))
+    x = torch.rand(2, 3, 32, 32)
+    whole = net(x)
+    ran = []
+    hooks = [layer.register_forward_hook(lambda m, i, o: ran.append(m)) for layer in net.features]
+    part = net(x, ("relu2_2",))
+    for hook in hooks:
+        hook.remove()
+    assert set(part) == {"relu2_2"} and torch.equal(part["relu2_2"], whole["relu2_2"])
+    assert len(ran) == 9  # conv1_1 ... relu2_2, not the 14 layers after it
+    with pytest.raises(ValueError, match=r"relu3_3.*not requested"):
+        net(x, ("relu3_3",))
+
+
 def test_torchvision_pth_is_read_with_weights_only(tmp_path, vgg16_weights):
     from safetensors.torch import load_file
 
