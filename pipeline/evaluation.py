@@ -215,9 +215,21 @@ def stylize_contents(
 
 
 def cross_applications(pairs: Sequence[EvalPair]) -> list[Application]:
-    """Every pair's style on every other pair's content photo (a photo it was not trained on),
-    in pair order."""
-    return [Application(p, q) for p in pairs for q in pairs if q.content != p.content]
+    """Every pair's style on every other pair's content photo that it was not trained on, in
+    pair order. Photos are told apart by their bytes, not their URIs: a benchmark may hold one
+    photo under two names (dpst-dev's contents 3 and 4, 11 and 12), and a style scored on its
+    own training photo would count as a photo it never saw."""
+    digests = {uri: hashlib.sha256(read_bytes(uri)).hexdigest() for uri in dict.fromkeys(p.content for p in pairs)}
+    applications = []
+    for p in pairs:
+        for q in pairs:
+            if q is p:
+                continue
+            if digests[q.content] == digests[p.content]:
+                log.info("cross: %s's content photo %s is %s's own (same bytes): not applied", q.name, q.content, p.name)
+                continue
+            applications.append(Application(p, q))
+    return applications
 
 
 def stylize_cross(

@@ -270,6 +270,23 @@ def test_cross_applies_each_style_to_the_other_pairs_photos_scored_against_its_o
     assert np.abs(np.asarray(image(harbour_on_dusk["output"]), float) - np.asarray(Image.open(photos["content2"]).convert("RGB"), float)).mean() > 1
 
 
+def test_cross_leaves_out_a_photo_that_is_a_styles_own_training_photo_under_another_name(tmp_path: Path) -> None:
+    from pipeline.evaluation import EvalPair, cross_applications
+
+    uris = {name: str(tmp_path / f"{name}{photo.suffix}") for name, photo in (("a", content(1)), ("b", content(2)))}
+    for uri, photo in zip(uris.values(), (content(1), content(2))):
+        Path(uri).write_bytes(photo.read_bytes())
+    (tmp_path / "a-again.png").write_bytes(content(1).read_bytes())
+    pairs = [
+        EvalPair("one", uris["a"], uris["b"]),
+        EvalPair("two", str(tmp_path / "a-again.png"), uris["b"]),  # pair one's content photo, renamed
+        EvalPair("three", uris["b"], uris["a"]),
+    ]
+    assert [(a.style_pair.name, a.photo_pair.name) for a in cross_applications(pairs)] == [
+        ("one", "three"), ("two", "three"), ("three", "one"), ("three", "two"),
+    ]  # fmt: skip
+
+
 def test_cross_report_has_its_table_and_its_sheet(cross_evaluated: dict[str, Any]) -> None:
     out = Path(cross_evaluated["out"])
     table = (out / "report.md").read_text()
