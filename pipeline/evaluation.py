@@ -63,6 +63,7 @@ __all__ = [
     "build_cross_report",
     "build_report",
     "cross_applications",
+    "trained_on",
     "format_scores",
     "load_pairs",
     "markdown_table",
@@ -214,22 +215,28 @@ def stylize_contents(
     return outputs
 
 
-def cross_applications(pairs: Sequence[EvalPair]) -> list[Application]:
+def cross_applications(pairs: Sequence[EvalPair], trained_on: Mapping[str, str]) -> list[Application]:
     """Every pair's style on every other pair's content photo that it was not trained on, in
-    pair order. Photos are told apart by their bytes, not their URIs: a benchmark may hold one
-    photo under two names (dpst-dev's contents 3 and 4, 11 and 12), and a style scored on its
-    own training photo would count as a photo it never saw."""
+    pair order; ``trained_on``: each pair's style's training content photo (sha256, as its
+    meta records it). Photos are told apart by their bytes, not their URIs: a benchmark may hold
+    one photo under two names (dpst-dev's contents 3 and 4, 11 and 12), and a style scored on
+    its own training photo would count as a photo it never saw."""
     digests = {uri: hashlib.sha256(read_bytes(uri)).hexdigest() for uri in dict.fromkeys(p.content for p in pairs)}
     applications = []
     for p in pairs:
         for q in pairs:
             if q is p:
                 continue
-            if digests[q.content] == digests[p.content]:
-                log.info("cross: %s's content photo %s is %s's own (same bytes): not applied", q.name, q.content, p.name)
+            if digests[q.content] == trained_on[p.name]:
+                log.info("cross: %s's content photo %s is the photo %s's style was trained on: not applied", q.name, q.content, p.name)
                 continue
             applications.append(Application(p, q))
     return applications
+
+
+def trained_on(catalog: Catalog, refs: Mapping[str, StyleRef]) -> dict[str, str]:
+    """Each pair's style's training content photo (sha256), from its meta."""
+    return {name: catalog.style_meta(ref)["content"]["sha256"] for name, ref in refs.items()}
 
 
 def stylize_cross(

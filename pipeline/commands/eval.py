@@ -26,6 +26,7 @@ from pipeline.evaluation import (
     stylize_contents,
     stylize_cross,
     train_styles,
+    trained_on,
     write_report,
 )
 from pipeline.storage import resolve_store
@@ -111,7 +112,7 @@ def eval_command(
             scored = score_pairs(pairs, refs, outputs)
             cross_scored = []
             if cross:
-                applications = cross_applications(pairs)
+                applications = cross_applications(pairs, trained_on(catalog, refs))
                 cross_outputs = stylize_cross(catalog, applications, refs, out_uri, render=render, strength=strength)
                 cross_refs = {a.name: refs[a.style_pair.name] for a in applications}
                 cross_scored = score_pairs([a.as_pair for a in applications], cross_refs, cross_outputs)
