@@ -56,6 +56,18 @@ class LossConfig:
     cycle_weight: float = 10.0
     self_weight: float = 10.0
     colour_directions: int = 64  # Lab directions the colour term's sliced Wasserstein distance uses
+    # The colour term also on a random crop of each whole photo, at this share of the colour
+    # weight: a part of a photo has other colours than the whole, so the net learns to move
+    # colours it was not trained on toward the look, as the photos it is applied to will have.
+    colour_crop_weight: float = 0.0
+    colour_crop_sides: tuple[float, float] = (0.35, 0.9)  # the crop's sides, as shares of the photo's (uniform)
+
+    def __post_init__(self) -> None:
+        low, high = self.colour_crop_sides
+        if self.colour_crop_weight < 0 or not 0 < low <= high <= 1:
+            raise ValueError(
+                f"colour crops need a weight >= 0 and 0 < sides <= 1, got {self.colour_crop_weight} and {self.colour_crop_sides}"
+            )
 
     @property
     def layers(self) -> tuple[str, ...]:

@@ -26,7 +26,7 @@ from photostyle.presets import NetConfig, Schedule, get_preset, preset_of
 
 __all__ = ["ALGORITHM_VERSION", "Recipe", "TrainConfig"]
 
-ALGORITHM_VERSION = 1
+ALGORITHM_VERSION = 2
 """Bump this whenever the code trains a different style from the same recipe and photos (a new
 loss, an initialisation, a changed default): recipes then differ, and ``train`` retrains styles
 made under the old version. tests/test_recipe.py holds each preset's default recipe digest per
@@ -131,7 +131,9 @@ class TrainConfig:
             learning_rate=default.learning_rate if self.learning_rate is None else self.learning_rate,
             norm_learning_rate=default.norm_learning_rate if self.norm_learning_rate is None else self.norm_learning_rate,
         )
-        loss = self.loss or dataclasses.replace(default_loss_config(self.loss_net), colour_weight=preset.colour_weight)
+        loss = self.loss or dataclasses.replace(
+            default_loss_config(self.loss_net), colour_weight=preset.colour_weight, colour_crop_weight=preset.colour_crop_weight
+        )
         return Recipe(
             algorithm_version=ALGORITHM_VERSION,
             preset=name,

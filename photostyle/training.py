@@ -8,7 +8,9 @@ look (slot 0) and ->c the content photo's look (slot 1):
     content   VGG(cs) ~ VGG(c),  VGG(sc) ~ VGG(s)
     style     Gram(VGG(cs)) ~ Gram(VGG(style photo)),  Gram(VGG(sc)) ~ Gram(VGG(content photo)),
               and the colours of the whole content photo ->s ~ the style photo's (and back):
-              a crop need not hold all of a look's colours, a whole photo does
+              a crop need not hold all of a look's colours, a whole photo does; with
+              colour_crop_weight, also of a random part of each whole photo (colours the net
+              was not fitted to, as on the photos a style is applied to)
     cycle     csc ~ c,  scs ~ s
     self      cc ~ c,   ss ~ s
 """
@@ -28,6 +30,7 @@ from PIL import Image
 from photostyle import device as devices
 from photostyle.imageio import to_tensor
 from photostyle.losses import (
+    LossConfig,
     colour_directions,
     colour_loss,
     content_loss,
@@ -257,7 +260,8 @@ def _train(
                 "style": style_loss({n: f[:1] for n, f in out.items()}, grams_s, losses.style_layers)
                 + style_loss({n: f[1:] for n, f in out.items()}, grams_c, losses.style_layers),
                 "colour": colour_loss(net(c_whole, STYLE), colours_s, directions)
-                + colour_loss(net(s_whole, REVERSE), colours_c, directions),
+                + colour_loss(net(s_whole, REVERSE), colours_c, directions)
+                + _crop_colour_loss(net, c_whole, s_whole, colours_s, colours_c, directions, losses, gen),
                 "cycle": cycle_loss(csc, c) + cycle_loss(scs, s),
                 "self": self_loss(cc, c) + self_loss(ss, s),
             }
@@ -284,6 +288,37 @@ def _train(
     report = TrainReport(recipe=recipe, seconds=seconds, history=history)
     log.info("trained in %.1f s (%.2f it/s), final losses %s", seconds, sched.iterations / seconds, report.final_losses)
     return StylePair(base=base, style=style_look, reverse=content_look, report=report)
+
+
+def _crop_colour_loss(
+    net: StyleNet,
+    c_whole: torch.Tensor,
+    s_whole: torch.Tensor,
+    colours_s: torch.Tensor,
+    colours_c: torch.Tensor,
+    directions: torch.Tensor,
+    losses: LossConfig,
+    gen: torch.Generator,
+) -> torch.Tensor | float:
+    """The colour term on a random crop of each whole photo, at its share of the colour weight:
+    the whole look asked of a part of the photo, whose colours the net has not been fitted to."""
+    if losses.colour_crop_weight == 0:
+        return 0.0
+    crops = (_scaled_crop(c_whole, losses.colour_crop_sides, gen), _scaled_crop(s_whole, losses.colour_crop_sides, gen))
+    return losses.colour_crop_weight * (
+        colour_loss(net(crops[0], STYLE), colours_s, directions) + colour_loss(net(crops[1], REVERSE), colours_c, directions)
+    )
+
+
+def _scaled_crop(x: torch.Tensor, sides: tuple[float, float], gen: torch.Generator) -> torch.Tensor:
+    """A random crop whose sides are one random share in ``sides`` of ``x``'s (at least 16 px)."""
+    low, high = sides
+    share = low + (high - low) * float(torch.rand((), generator=gen))
+    h, w = x.shape[-2:]
+    ch, cw = min(h, max(16, int(h * share))), min(w, max(16, int(w * share)))
+    top = int(torch.randint(0, h - ch + 1, (1,), generator=gen))
+    left = int(torch.randint(0, w - cw + 1, (1,), generator=gen))
+    return x[..., top : top + ch, left : left + cw]
 
 
 def _loss_network(recipe: Recipe, run: _Run) -> LossNetwork:

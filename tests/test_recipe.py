@@ -37,6 +37,14 @@ DEFAULT_RECIPE_DIGESTS = {
         ("paper", "vgg19"): "ab6042b4c1236584bf42a52989ba243e3d78aaa9d896060bdf8b15a09fc939e5",
         ("paper", "vgg16"): "227aa008fc0ebad063485b2a7936580fcc4ef8dd255ae8db5fafb475f467ff6e",
     },
+    2: {  # lite: the colour term on crops too (colour_crop_weight 1), 150 iterations
+        ("lite", "vgg19"): "bb99a09f74f03e5d6dcc68352ac38922a7297ec5276faaa707e3ddb010b65ae8",
+        ("lite", "vgg16"): "fc44341a63535514c3c4e0eda437c95366d44ab25be2549c6a7f20573d5cad89",
+        ("lite-cells", "vgg19"): "7c102be769397a5661f19d263e423156addccaa12bed7fe1d6982c173a3ce752",
+        ("lite-cells", "vgg16"): "5333ab01786e2bd954bc2f87cd04341f9d64674a82a01702ffd04739c68cff4c",
+        ("paper", "vgg19"): "bab59c5844bfe61fb9675b1aafd33c9554792cb4b6bf3ef35e10f0a1781a7ef4",
+        ("paper", "vgg16"): "d38a43b00b9716603c5dfe8263f8a8c8a937bbed1f7f49f2cb734b7d8e969c21",
+    },
 }
 
 PLUMBING = TrainConfig(iterations=2, crop=32, train_side=48, colour_side=32, loss_net="vgg16", loss_weights="random")
@@ -88,8 +96,9 @@ def test_every_default_of_a_preset_is_in_its_recipe(name, monkeypatch):
         *(dataclasses.replace(preset, schedule=dataclasses.replace(preset.schedule, **{f.name: _changed(getattr(preset.schedule, f.name))}))
           for f in dataclasses.fields(Schedule)),
         dataclasses.replace(preset, colour_weight=preset.colour_weight + 1),
+        dataclasses.replace(preset, colour_crop_weight=preset.colour_crop_weight + 1),
     ]
-    assert len(variants) == len(dataclasses.fields(NetConfig)) + len(dataclasses.fields(Schedule)) + 1
+    assert len(variants) == len(dataclasses.fields(NetConfig)) + len(dataclasses.fields(Schedule)) + 2
     for variant in variants:
         monkeypatch.setitem(PRESETS, name, variant)
         assert TrainConfig(preset=name).resolve() != before, variant
@@ -103,7 +112,7 @@ def test_the_loss_defaults_and_the_algorithm_version_are_in_the_recipe(monkeypat
     assert before.algorithm_version == ALGORITHM_VERSION
     monkeypatch.setattr("photostyle.recipe.ALGORITHM_VERSION", ALGORITHM_VERSION + 1)
     assert TrainConfig().resolve().algorithm_version == ALGORITHM_VERSION + 1
-    for field in ("content_weight", "style_weight", "cycle_weight", "self_weight", "colour_directions"):
+    for field in ("content_weight", "style_weight", "cycle_weight", "self_weight", "colour_directions", "colour_crop_weight"):
         own = dataclasses.replace(before.loss, **{field: _changed(getattr(before.loss, field))})
         assert TrainConfig(loss=own).resolve().loss == own != before.loss
 

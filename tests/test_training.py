@@ -64,6 +64,20 @@ def test_each_preset_trains_its_colour_term_at_the_weight_it_was_tuned_with():
     assert TrainConfig(preset="lite", loss_net="vgg16", loss=own).resolve().loss == own
 
 
+def test_lite_asks_its_look_of_crops_of_the_photos_too_and_the_crops_change_what_it_learns(photos, pair):
+    assert PLUMBING.resolve().loss.colour_crop_weight == 1.0
+    assert TrainConfig(preset="lite-cells").resolve().loss.colour_crop_weight == 0.0
+    without = dataclasses.replace(PLUMBING.resolve().loss, colour_crop_weight=0.0)
+    other = train_pair(*photos, dataclasses.replace(PLUMBING, loss=without))
+    assert pair.report.history[0]["colour"] > other.report.history[0]["colour"]  # the same start, one term more
+    assert not torch.equal(pair.style.tensors["head.photo_norm.gamma"], other.style.tensors["head.photo_norm.gamma"])
+    for sides in ((0.0, 0.5), (0.6, 0.5), (0.5, 1.5)):
+        with pytest.raises(ValueError, match="colour crops need"):
+            dataclasses.replace(without, colour_crop_sides=sides)
+    with pytest.raises(ValueError, match="colour crops need"):
+        dataclasses.replace(without, colour_crop_weight=-1.0)
+
+
 def test_bad_settings_are_refused(photos):
     with pytest.raises(ValueError, match="unknown preset 'big'"):
         train_pair(*photos, TrainConfig(preset="big"))

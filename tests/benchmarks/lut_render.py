@@ -2,6 +2,7 @@
 
     python tests/benchmarks/lut_render.py [--iterations N | --untrained] [--repeats N] [--sizes 17 33 65]
         [--memory-side 5657] [--no-memory] [--no-quality] [--json]
+    python tests/benchmarks/lut_render.py --dev-store STORE [--sizes 17 33 65] [--json]
 
 Trains a lite (colour-table) style on ../shared/data/highres (content.jpg + style.png) with the
 trained VGG16 of ../shared/data/lossnet (``--iterations``, the preset's by default; ``--untrained``:
@@ -19,6 +20,12 @@ then on content.jpg (3056x2292, 7 MP) measures:
 - **.cube fidelity**: the style exported as a ``.cube`` fitted on content.jpg, applied to the ten
   dpst-dev content photos it was not fitted on, vs the net's own ``lut`` render of each: CIEDE2000
   mean and 95th percentile.
+
+With ``--dev-store``, the same questions over the ten dpst-dev pairs' styles ``dpst-1`` ...
+``dpst-10`` of a store that ``eval`` trained (``quality_protocol.py --split dev``), each on its own
+content photo: quality of ``lut``, ``guided`` and ``full``; ``lut`` against the net on every pixel
+at each size; and its ``.cube`` on the other dev content photos 1-10 (told apart by bytes), fitted
+on its own content photo or calibrated (``styles export --calibrate``) on contents 11-20.
 """
 
 from __future__ import annotations
@@ -46,6 +53,8 @@ from photostyle.cube import format_cube, parse_cube
 from photostyle.imageio import decode, encode, read, to_image, to_tensor
 from photostyle.model import Base, Style
 from photostyle.norm import shared_statistics
+from pipeline.catalog import Catalog
+from pipeline.published import load_style
 from pipeline.quality import metrics
 
 log = logging.getLogger("lut_render")
@@ -137,20 +146,69 @@ def peak_memory(pair, content: Image.Image, side: int, renders: list[str], workd
 
 def cube_fidelity(pair, content: Image.Image, working_side: int) -> dict[str, float]:
     stylizer = Stylizer(pair.base, pair.style, render="lut", working_side=working_side)
-    small = stylizer.working_copy(content)
-    cube = parse_cube(format_cube(lut_render.fit_table([stylizer.colour_table(small)], [lut_render.pixel_weights(small, 33)]), "bench"))
-    errors = []
-    for n in range(1, 11):
-        photo = read(DATA / "dpst-dev" / "content" / f"{n}.png").image
-        exported = np.asarray(lut_render.apply_table(photo, cube.table))
-        own = np.asarray(stylizer(photo))
-        errors.append(deltaE_ciede2000(rgb2lab(exported), rgb2lab(own)).ravel())
+    photos = [read(DATA / "dpst-dev" / "content" / f"{n}.png").image for n in range(1, 11)]
+    errors = _ciede2000(_fitted_cube(stylizer, [content]), stylizer, photos)
     every = np.concatenate(errors)
     return {
         "mean": round(float(every.mean()), 3),
         "p95": round(float(np.percentile(every, 95)), 3),
         "worst_photo_mean": round(float(max(e.mean() for e in errors)), 3),
     }
+
+
+def _exactness(stylizer: Stylizer, image: Image.Image, sizes: list[int]) -> dict[int, dict[str, float]]:
+    """``lut`` at each size against the net on every pixel with the same working-side statistics."""
+    stats = stylizer.photo_statistics(image)
+    reference = net_on_every_pixel(stylizer, image, stats).astype(int)
+    exactness = {}
+    for size in sizes:
+        out = np.asarray(lut_render.apply_table(image, lut_render.colour_table(stylizer.net, stats, size))).astype(int)
+        diff = np.abs(out - reference)
+        exactness[size] = {"max": int(diff.max()), "mean": round(float(diff.mean()), 4), "share_over_2": float((diff.max(-1) > 2).mean())}
+    return exactness
+
+
+def _fitted_cube(stylizer: Stylizer, photos: list[Image.Image]):
+    """The ``.cube`` ``styles export`` writes for these calibration photos, read back."""
+    small = [stylizer.working_copy(p) for p in photos]
+    table = lut_render.fit_table([stylizer.colour_table(p) for p in small], [lut_render.pixel_weights(p, 33) for p in small])
+    return parse_cube(format_cube(table, "bench"))
+
+
+def _ciede2000(cube, stylizer: Stylizer, photos: list[Image.Image]) -> list[np.ndarray]:
+    """Per photo, CIEDE2000 of every pixel between the ``.cube`` applied and the net's ``lut`` render."""
+    return [deltaE_ciede2000(rgb2lab(np.asarray(lut_render.apply_table(p, cube.table))), rgb2lab(np.asarray(stylizer(p)))).ravel() for p in photos]
+
+
+def dev_styles(store: str, data: Path, sizes: list[int], working_side: int) -> dict[str, object]:
+    """The ten dpst-dev styles of ``store``: quality of each render, exactness, ``.cube`` fidelity."""
+    catalog = Catalog(store)
+    dpst = data / "dpst-dev"
+    contents = {n: (dpst / "content" / f"{n}.png").read_bytes() for n in range(1, 21)}
+    decoded = {n: decode(b, name=f"content/{n}.png").image for n, b in contents.items()}
+    first = {data: n for n, data in reversed(contents.items())}  # each photo once, by its bytes
+    calibration = [decoded[n] for n in range(11, 21) if first[contents[n]] == n]
+    rows: dict[str, object] = {}
+    cube_errors: dict[str, list[np.ndarray]] = {"own_photo": [], "calibrated_on_contents_11_20": []}
+    for n in range(1, 11):
+        loaded = load_style(catalog, f"dpst-{n}")
+        content, style = decoded[n], read(dpst / "style" / f"{n}.png").image
+        renders = {r: Stylizer(loaded.base, loaded.style, render=r, working_side=working_side) for r in ("lut", "guided", "full")}
+        row: dict[str, object] = {"style": loaded.ref.spec, "photo": f"{content.width}x{content.height}"}
+        row["quality"] = {r: {k: round(v, 4) for k, v in metrics(content, style, s(content)).items()} for r, s in renders.items()}
+        row["lut_vs_every_pixel_255ths"] = _exactness(renders["lut"], content, sizes)
+        others = [decoded[m] for m in range(1, 11) if contents[m] != contents[n]]
+        for kind, photos in (("own_photo", [content]), ("calibrated_on_contents_11_20", calibration)):
+            errors = _ciede2000(_fitted_cube(renders["lut"], photos), renders["lut"], others)
+            cube_errors[kind].extend(errors)
+            every = np.concatenate(errors)
+            row[f"cube_{kind}_ciede2000"] = {"mean": round(float(every.mean()), 3), "p95": round(float(np.percentile(every, 95)), 3)}
+        log.info("dpst-%d: %s", n, json.dumps(row))
+        rows[f"dpst-{n}"] = row
+    means = {r: {k: round(float(np.mean([row["quality"][r][k] for row in rows.values()])), 4) for k in ("structure", "style_swd", "affine_res")} for r in renders}
+    worst = {size: max(row["lut_vs_every_pixel_255ths"][size]["max"] for row in rows.values()) for size in sizes}
+    cubes = {kind: {"mean": round(float(np.concatenate(e).mean()), 3), "p95": round(float(np.percentile(np.concatenate(e), 95)), 3)} for kind, e in cube_errors.items()}
+    return {"pairs": rows, "mean_quality": means, "worst_max_255ths": worst, "cube_ciede2000_all": cubes, "calibration_photos": len(calibration)}
 
 
 def main() -> None:
@@ -167,12 +225,17 @@ def main() -> None:
     parser.add_argument("--no-quality", action="store_true", help="skip the quality metrics and the .cube fidelity")
     parser.add_argument("--untrained", action="store_true", help="the young hand-made style of the tests, not a trained one")
     parser.add_argument("--memory-child", nargs=4, metavar=("BASE", "STYLE", "RENDER", "PHOTO"), help=argparse.SUPPRESS)
+    parser.add_argument("--dev-store", help="a store with eval's dpst-1 ... dpst-10 styles: the ten-pair study instead")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.memory_child:
         memory_child(*args.memory_child)
         return
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.dev_store:
+        result = {"cpu": cpu_name(), "threads": torch.get_num_threads(), **dev_styles(args.dev_store, args.data, args.sizes, args.working_side)}
+        print(json.dumps(result, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
+        return
     path = args.data / "highres" / "content.jpg"
     content = read(path).image
     style = read(args.data / "highres" / "style.png").image
@@ -210,14 +273,7 @@ def main() -> None:
         result["lut_steps_s"] = lut_steps(lut, path)
         if not args.no_quality:
             result["quality"] = {name: {k: round(v, 4) for k, v in metrics(content, style, s(content)).items()} for name, s in (("lut", lut), ("guided", guided))}
-        stats = lut.photo_statistics(content)
-        reference = net_on_every_pixel(lut, content, stats).astype(int)
-        exactness = {}
-        for size in args.sizes:
-            out = np.asarray(lut_render.apply_table(content, lut_render.colour_table(lut.net, stats, size))).astype(int)
-            diff = np.abs(out - reference)
-            exactness[size] = {"max": int(diff.max()), "mean": round(float(diff.mean()), 4), "share_over_2": float((diff.max(-1) > 2).mean())}
-        result["lut_vs_every_pixel_same_statistics_255ths"] = exactness
+        result["lut_vs_every_pixel_same_statistics_255ths"] = _exactness(lut, content, args.sizes)
         if not args.no_quality:
             result["cube_fidelity_ciede2000_on_10_dpst_dev_photos"] = cube_fidelity(pair, content, args.working_side)
         result["load_average_at_end"] = [round(x, 1) for x in os.getloadavg()]
