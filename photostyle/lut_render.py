@@ -40,7 +40,7 @@ __all__ = [
     "toward_identity",
 ]
 
-DEFAULT_LUT_SIZE = 33  # grid colours per channel: within 2/255 of the net (README, Performance)
+DEFAULT_LUT_SIZE = 33  # grid colours per channel: trained styles within 0.1/255 of the net on average (docs/performance.md)
 MIN_LUT_SIZE, MAX_LUT_SIZE = 2, 65  # Pillow's Color3DLUT limits
 EMPTY_CELL_WEIGHT = 0.01  # fit_table: share of an average grid colour's weight that every colour
 # also gives to the plain mean of the photos' own tables, so colours no photo has follow the net
