@@ -53,7 +53,7 @@ from pipeline.storage import filesystem, join, read_bytes, uri_of, write_atomic
 from pipeline.training_jobs import Row, TrainJob, load_rows, run_rows
 
 __all__ = [
-    "CROSS_SHEET",
+    "CROSS_SHEETS_DIR",
     "REFERENCE_COLUMN",
     "REPORT_FILES",
     "Application",
@@ -82,7 +82,9 @@ REFERENCE_COLUMN = "reference"  # optional pairs-manifest column: a published re
 OUTPUTS_DIR = "outputs"
 CROSS_DIR = "cross"  # under OUTPUTS_DIR: one folder per style applied to the other pairs' photos
 REPORT_FILES = ("report.json", "report.md", "sheet.png")
-CROSS_SHEET = "cross-sheet.png"  # written as well with cross applications
+# with cross applications: one sheet per style, a row per photo it was applied to (one sheet of
+# every application is too tall to open: 115 000 px and 274 MB for 20 pairs)
+CROSS_SHEETS_DIR = "cross-sheets"
 SHEET_CELL_HEIGHT = 256
 # How each metric is printed in tables and captions (the README's precision).
 _DIGITS = {"structure": 3, "style_swd": 2, "affine_res": 3}
@@ -442,8 +444,8 @@ def _cross_table(cross: Mapping[str, Any], cell: Any) -> list[str]:
 def write_report(
     out_uri: str, report: Mapping[str, Any], scored: Sequence[PairScores], cross: Sequence[PairScores] = ()
 ) -> list[str]:
-    """Write :data:`REPORT_FILES` (JSON report, Markdown table, contact sheet), and
-    :data:`CROSS_SHEET` when there are cross applications, under ``out_uri``, each whole;
+    """Write :data:`REPORT_FILES` (JSON report, Markdown table, contact sheet), and with cross
+    applications one sheet per style, ``cross-sheets/NAME.png``, under ``out_uri``, each whole;
     returns their URIs."""
     fs, root = filesystem(out_uri)
     sheet = contact_sheet.render([s.cells for s in scored], cell_height=SHEET_CELL_HEIGHT)
@@ -452,8 +454,12 @@ def write_report(
         "report.md": markdown_table(report).encode(),
         "sheet.png": encode(sheet, format="png"),
     }
-    if cross:
-        contents[CROSS_SHEET] = encode(contact_sheet.render([s.cells for s in cross], cell_height=SHEET_CELL_HEIGHT), format="png")
+    by_style: dict[str, list[PairScores]] = {}
+    for application in cross:
+        by_style.setdefault(application.style.partition("@")[0], []).append(application)
+    for name, group in by_style.items():
+        sheet = contact_sheet.render([s.cells for s in group], cell_height=SHEET_CELL_HEIGHT)
+        contents[f"{CROSS_SHEETS_DIR}/{name}.png"] = encode(sheet, format="png")
     written = []
     for name in contents:
         path = join(root, name)

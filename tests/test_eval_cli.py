@@ -290,10 +290,12 @@ def test_cross_leaves_out_a_photo_that_is_a_styles_own_training_photo_under_anot
     ]  # fmt: skip
 
 
-def test_cross_report_has_its_table_and_its_sheet(cross_evaluated: dict[str, Any]) -> None:
+def test_cross_report_has_its_table_and_a_sheet_per_style(cross_evaluated: dict[str, Any]) -> None:
     out = Path(cross_evaluated["out"])
     table = (out / "report.md").read_text()
     assert "## Each style on the other pairs' photos (2 applications)" in table
     assert "| harbour on dusk | harbour@v1 | " in table and "| dusk on harbour | dusk@v1 | " in table
-    sheet = Image.open(out / "cross-sheet.png")
-    assert 2 * 256 < sheet.height < 2 * 256 + 200
+    sheets = sorted(p.name for p in (out / "cross-sheets").iterdir())
+    assert sheets == ["dusk.png", "harbour.png"]  # one per style, a row per photo it was applied to
+    for name in sheets:
+        assert 256 < Image.open(out / "cross-sheets" / name).height < 256 + 120

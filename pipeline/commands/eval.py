@@ -63,7 +63,7 @@ __all__ = ["eval_command"]
     "--cross",
     is_flag=True,
     help="Also apply each style to every other pair's content photo and score it against its own style photo "
-    "(report.json 'cross', a second table, cross-sheet.png).",
+    "(report.json 'cross', a second table, cross-sheets/NAME.png per style).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report on stdout.")
 @click.pass_context
