@@ -36,13 +36,16 @@ from photostyle.model import Base, Style, build_net
 from photostyle.norm import Statistics, shared_statistics
 from photostyle.presets import NetConfig
 
-__all__ = ["Stylizer", "stylize", "RENDERS", "DEFAULT_WORKING_SIDE", "default_render", "check_render"]
+__all__ = ["Stylizer", "stylize", "RENDERS", "DEFAULT_WORKING_SIDES", "default_render", "default_working_side", "check_render"]
 
 RENDERS = ("full", "guided", "lut")
 
 log = logging.getLogger(__name__)
 
-DEFAULT_WORKING_SIDE = 512  # guided render: as good as 1024 on a 7 MP photo, twice as fast (README, Quality)
+# The long side the net sees, per render (docs/quality.md and docs/performance.md): guided at 512
+# is as good as at 1024 on a 7 MP photo and twice as fast; lut's statistics at 256 score as well
+# as at 512 against the full render on the ten dev styles, in a third of the time (0.08 s).
+DEFAULT_WORKING_SIDES = {"guided": 512, "lut": 256}
 DEFAULT_MAX_UNTILED_PIXELS = 4_194_304  # 2048 x 2048: a few GB of activations for the paper net
 
 
@@ -50,6 +53,11 @@ def default_render(config: NetConfig) -> str:
     """The render a style gets unless one is asked for: ``lut`` for colour-table styles, else
     ``guided`` (measured, README, Performance)."""
     return "lut" if config.head == "lut" else "guided"
+
+
+def default_working_side(render: str) -> int:
+    """The long side the net sees with ``render`` unless another is asked for (``full``: unused)."""
+    return DEFAULT_WORKING_SIDES.get(render, DEFAULT_WORKING_SIDES["guided"])
 
 
 def check_render(config: NetConfig, render: str | None) -> str:
@@ -77,7 +85,7 @@ class Stylizer:
         *,
         device: str | torch.device | None = None,
         render: str | None = "full",
-        working_side: int = DEFAULT_WORKING_SIDE,
+        working_side: int | None = None,
         max_untiled_pixels: int = DEFAULT_MAX_UNTILED_PIXELS,
         stats_pixels: int | None = None,
         tile_size: int = 1024,
@@ -87,6 +95,7 @@ class Stylizer:
         strength: float = 1.0,
     ) -> None:
         render = check_render(base.config, render)
+        working_side = default_working_side(render) if working_side is None else working_side
         if working_side < 64:
             raise ValueError(f"working_side must be >= 64 pixels, got {working_side}")
         if tile_overlap < 0 or tile_margin < 0 or tile_size <= tile_overlap:

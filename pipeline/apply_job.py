@@ -58,7 +58,7 @@ import ray.data
 from ray.exceptions import RayError
 
 from photostyle.lut_render import DEFAULT_LUT_SIZE, check_size, check_strength
-from photostyle.stylize import DEFAULT_WORKING_SIDE, check_render
+from photostyle.stylize import check_render
 from pipeline.apply_stages import CommitSpec, DecodeSpec, StylizeActor, read_and_decode, write_and_commit
 from pipeline.inputs import HTTP_SCHEMES, OBJECT_STORE_SCHEMES, first_occurrences, list_inputs, refused_schemes, scheme_of
 from pipeline.leases import RunLease
@@ -106,7 +106,7 @@ class ApplyOptions:
     quality: int = 92
     max_side: int | None = None
     render: str | None = None  # None: the style's default (photostyle.stylize.default_render)
-    working_side: int = DEFAULT_WORKING_SIDE
+    working_side: int | None = None  # None: the render's default (photostyle.stylize.default_working_side)
     lut_size: int = DEFAULT_LUT_SIZE
     strength: float = 1.0  # part of what "done" means (outputs_manifest.done_filter)
     batch_size: int = 32

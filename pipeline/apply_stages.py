@@ -39,7 +39,6 @@ from PIL import Image
 from photostyle import Base, Style, Stylizer
 from photostyle.imageio import DEFAULT_MAX_PIXELS, Photo, decode, encode
 from photostyle.lut_render import DEFAULT_LUT_SIZE
-from photostyle.stylize import DEFAULT_WORKING_SIDE
 from pipeline.inputs import read_input
 from pipeline.leases import GRACE_SECONDS, LeaseLost, RunLease
 from pipeline.manifests import STATUS_ERROR, STATUS_OK
@@ -347,7 +346,7 @@ class StylizeActor:
         *,
         device: str | None,
         render: str = "full",
-        working_side: int = DEFAULT_WORKING_SIDE,
+        working_side: int | None = None,
         lut_size: int = DEFAULT_LUT_SIZE,
         strength: float = 1.0,
         decode: DecodeSpec | None = None,

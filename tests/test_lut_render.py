@@ -63,6 +63,14 @@ def test_lut_render_is_the_net_on_every_pixel_within_2_of_255(style):
     assert np.abs(out - full).max() <= 2, np.abs(out - full).max()
 
 
+def test_each_render_sees_the_photo_at_its_own_default_working_side(style):
+    """lut's statistics pass at 256 px, guided's net at 512 px (docs/performance.md)."""
+    image = photo(side=512)
+    assert max(Stylizer(*style, render="lut").working_copy(image).size) == 256
+    assert Stylizer(*style, render="guided").working_side == 512
+    assert max(Stylizer(*style, render="lut", working_side=300).working_copy(image).size) == 300
+
+
 def test_lut_render_records_its_statistics_at_the_working_side(style):
     """The same photo at twice the size gets (almost) the same colours: the statistics come from
     the working-side copy, not from the full-resolution photo."""

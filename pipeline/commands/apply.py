@@ -7,7 +7,7 @@ from __future__ import annotations
 import click
 
 from photostyle.lut_render import DEFAULT_LUT_SIZE, MAX_LUT_SIZE, MIN_LUT_SIZE
-from photostyle.stylize import DEFAULT_WORKING_SIDE
+from photostyle.stylize import DEFAULT_WORKING_SIDES
 from pipeline.apply_job import ApplyOptions, JobFailed, PlanError, plan_apply, run_apply
 from pipeline.catalog import Catalog
 from pipeline.commands.documents import emit
@@ -45,7 +45,14 @@ EXIT_TOO_MANY_ERRORS = 3
     help="Refuse (as error rows) photos whose long side exceeds PX; results are never resized.",
 )
 @render_options
-@click.option("--working-side", type=click.IntRange(min=64), default=DEFAULT_WORKING_SIDE, show_default=True, metavar="PX", help="Long side the network sees with --render guided or lut.")
+@click.option(
+    "--working-side",
+    type=click.IntRange(min=64),
+    default=None,
+    show_default=", ".join(f"{side} for {render}" for render, side in DEFAULT_WORKING_SIDES.items()),
+    metavar="PX",
+    help="Long side the network sees with --render guided or lut.",
+)
 @click.option(
     "--lut-size",
     type=click.IntRange(MIN_LUT_SIZE, MAX_LUT_SIZE),
@@ -101,7 +108,7 @@ def apply(
     max_side: int | None,
     render: str | None,
     strength: float,
-    working_side: int,
+    working_side: int | None,
     lut_size: int,
     batch_size: int,
     concurrency: int | None,

@@ -66,7 +66,7 @@ _RENDER_OPTIONS = (
         type=click.Choice(RENDERS),
         default=None,
         show_default="lut for colour-table styles (preset lite), else guided",
-        help="full: the network on every pixel; guided: the network at the working side (apply --working-side, 512 px), "
+        help="full: the network on every pixel; guided: the network at the working side (apply --working-side), "
         "lifted to full size by local colour maps (24x faster on a 7 MP photo; identical up to the working side); lut "
         "(colour-table styles only): the network at the working side, then the style as the 3-D LUT it is for that "
         "photo, applied to the 8-bit photo. Done photos are not redone when it changes: use --force.",

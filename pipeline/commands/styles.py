@@ -10,7 +10,7 @@ import click
 
 from photostyle.imageio import ImageDecodeError
 from photostyle.lut_render import DEFAULT_LUT_SIZE, MAX_LUT_SIZE, MIN_LUT_SIZE
-from photostyle.stylize import DEFAULT_WORKING_SIDE
+from photostyle.stylize import default_working_side
 from pipeline.catalog import Catalog
 from pipeline.commands.documents import emit
 from pipeline.commands.errors import reported
@@ -97,7 +97,7 @@ def show_style(spec: str, store: str | None, as_json: bool) -> None:
     metavar="PHOTO",
     help="A photo (URI) to fit the table on; repeat for several. [default: the photo the style was trained to restyle, if still readable]",
 )
-@click.option("--working-side", type=click.IntRange(min=64), default=DEFAULT_WORKING_SIDE, show_default=True, metavar="PX", help="Long side the network sees each photo at.")
+@click.option("--working-side", type=click.IntRange(min=64), default=default_working_side("lut"), show_default=True, metavar="PX", help="Long side the network sees each photo at.")
 @store_option
 def export_style(spec: str, cube_uri: str, size: int, photos: tuple[str, ...], working_side: int, store: str | None) -> None:
     """Write a colour-table style (preset lite) as a 3-D LUT in the .cube format (Adobe Cube LUT

@@ -3,6 +3,7 @@
     python tests/benchmarks/lut_render.py [--iterations N | --untrained] [--repeats N] [--sizes 17 33 65]
         [--memory-side 5657] [--no-memory] [--no-quality] [--json]
     python tests/benchmarks/lut_render.py --dev-store STORE [--sizes 17 33 65] [--json]
+    python tests/benchmarks/lut_render.py --dev-store STORE --working-sides 192 256 384 512 [--json]
 
 Trains a lite (colour-table) style on ../shared/data/highres (content.jpg + style.png) with the
 trained VGG16 of ../shared/data/lossnet (``--iterations``, the preset's by default; ``--untrained``:
@@ -26,6 +27,11 @@ With ``--dev-store``, the same questions over the ten dpst-dev pairs' styles ``d
 content photo: quality of ``lut``, ``guided`` and ``full``; ``lut`` against the net on every pixel
 at each size; and its ``.cube`` on the other dev content photos 1-10 (told apart by bytes), fitted
 on its own content photo or calibrated (``styles export --calibrate``) on contents 11-20.
+
+With ``--dev-store`` and ``--working-sides``, how the side of ``lut``'s statistics pass matters:
+quality of ``lut`` at each side next to ``full`` for the ten styles on their own content photos,
+for the first three also on highres content.jpg (a 7 MP photo none was trained on; scored at
+1024 px), and the pass's time on content.jpg (best of 5).
 """
 
 from __future__ import annotations
@@ -144,7 +150,7 @@ def peak_memory(pair, content: Image.Image, side: int, renders: list[str], workd
     return result
 
 
-def cube_fidelity(pair, content: Image.Image, working_side: int) -> dict[str, float]:
+def cube_fidelity(pair, content: Image.Image, working_side: int | None) -> dict[str, float]:
     stylizer = Stylizer(pair.base, pair.style, render="lut", working_side=working_side)
     photos = [read(DATA / "dpst-dev" / "content" / f"{n}.png").image for n in range(1, 11)]
     errors = _ciede2000(_fitted_cube(stylizer, [content]), stylizer, photos)
@@ -180,7 +186,7 @@ def _ciede2000(cube, stylizer: Stylizer, photos: list[Image.Image]) -> list[np.n
     return [deltaE_ciede2000(rgb2lab(np.asarray(lut_render.apply_table(p, cube.table))), rgb2lab(np.asarray(stylizer(p)))).ravel() for p in photos]
 
 
-def dev_styles(store: str, data: Path, sizes: list[int], working_side: int) -> dict[str, object]:
+def dev_styles(store: str, data: Path, sizes: list[int], working_side: int | None) -> dict[str, object]:
     """The ten dpst-dev styles of ``store``: quality of each render, exactness, ``.cube`` fidelity."""
     catalog = Catalog(store)
     dpst = data / "dpst-dev"
@@ -211,11 +217,50 @@ def dev_styles(store: str, data: Path, sizes: list[int], working_side: int) -> d
     return {"pairs": rows, "mean_quality": means, "worst_max_255ths": worst, "cube_ciede2000_all": cubes, "calibration_photos": len(calibration)}
 
 
+def working_sides(store: str, data: Path, sides: list[int]) -> dict[str, object]:
+    """Quality of ``lut`` with its statistics at each of ``sides`` against ``full``, and the time
+    of the statistics pass on the 7 MP photo (see the module docstring)."""
+    catalog = Catalog(store)
+    dpst, scored = data / "dpst-dev", 1024
+    highres = read(data / "highres" / "content.jpg").image
+    highres_small = highres.resize((scored, round(scored * highres.height / highres.width)), Image.Resampling.BOX)
+    keys = ["full", *map(str, sides)]
+    own: dict[str, list[list[float]]] = {k: [] for k in keys}
+    unseen: dict[str, list[list[float]]] = {k: [] for k in keys}
+    for n in range(1, 11):
+        loaded = load_style(catalog, f"dpst-{n}")
+        content, style = read(dpst / "content" / f"{n}.png").image, read(dpst / "style" / f"{n}.png").image
+        renders = {"full": Stylizer(loaded.base, loaded.style, render="full")}
+        renders |= {str(w): Stylizer(loaded.base, loaded.style, render="lut", working_side=w) for w in sides}
+        for key, stylizer in renders.items():
+            own[key].append(list(metrics(content, style, stylizer(content)).values()))
+            if n <= 3:
+                out = stylizer(highres).resize(highres_small.size, Image.Resampling.BOX)
+                unseen[key].append(list(metrics(highres_small, style, out).values()))
+        log.info("dpst-%d: %s", n, {k: [round(x, 3) for x in v[-1]] for k, v in own.items()})
+    loaded = load_style(catalog, "dpst-1")
+    seconds = {}
+    for w in sides:
+        stylizer = Stylizer(loaded.base, loaded.style, render="lut", working_side=w)
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            stylizer.photo_statistics(highres)
+            times.append(time.perf_counter() - start)
+        seconds[str(w)] = round(min(times), 4)
+    mean = lambda rows: [round(float(x), 4) for x in np.mean(rows, axis=0)]  # noqa: E731
+    return {
+        "own_pairs_mean": {k: mean(v) for k, v in own.items()},
+        "highres_3_styles_mean": {k: mean(v) for k, v in unseen.items()},
+        "statistics_pass_s_on_7mp": seconds,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--iterations", type=int, default=None, help="training iterations (the lite preset's default)")
-    parser.add_argument("--working-side", type=int, default=512)
+    parser.add_argument("--working-side", type=int, default=None, help="default: each render's own (photostyle.stylize.DEFAULT_WORKING_SIDES)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--sizes", type=int, nargs="+", default=[17, 33, 65])
     parser.add_argument("--memory-side", type=int, default=5657, help="long side of the memory test photo (5657: 24 MP at 4:3)")
@@ -226,12 +271,17 @@ def main() -> None:
     parser.add_argument("--untrained", action="store_true", help="the young hand-made style of the tests, not a trained one")
     parser.add_argument("--memory-child", nargs=4, metavar=("BASE", "STYLE", "RENDER", "PHOTO"), help=argparse.SUPPRESS)
     parser.add_argument("--dev-store", help="a store with eval's dpst-1 ... dpst-10 styles: the ten-pair study instead")
+    parser.add_argument("--working-sides", type=int, nargs="+", help="with --dev-store: the working-side study instead")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.memory_child:
         memory_child(*args.memory_child)
         return
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.dev_store and args.working_sides:
+        result = {"cpu": cpu_name(), "threads": torch.get_num_threads(), **working_sides(args.dev_store, args.data, args.working_sides)}
+        print(json.dumps(result, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
+        return
     if args.dev_store:
         result = {"cpu": cpu_name(), "threads": torch.get_num_threads(), **dev_styles(args.dev_store, args.data, args.sizes, args.working_side)}
         print(json.dumps(result, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
@@ -265,6 +315,7 @@ def main() -> None:
         return
     lut = Stylizer(pair.base, pair.style, render="lut", working_side=args.working_side)
     guided = Stylizer(pair.base, pair.style, render="guided", working_side=args.working_side)
+    result["working_side"] = {"lut": lut.working_side, "guided": guided.working_side}
     with tempfile.TemporaryDirectory() as tmp:
         for name, stylizer in (("lut", lut), ("guided", guided)):
             times = [end_to_end(stylizer, path, Path(tmp) / f"{name}.jpg") for _ in range(args.repeats)]
