@@ -61,6 +61,11 @@ class LossConfig:
     # colours it was not trained on toward the look, as the photos it is applied to will have.
     colour_crop_weight: float = 0.0
     colour_crop_sides: tuple[float, float] = (0.35, 0.9)  # the crop's sides, as shares of the photo's (uniform)
+    # The colour term also on one of the user's extra content photos per iteration, in turn (a
+    # sample of the collection the style is for), at this share of the colour weight; no extra
+    # photos, no term. 3 moved dev photos outside the sample further toward the look than 1 did
+    # (docs/quality.md, "Extra content photos").
+    extra_content_weight: float = 3.0
 
     def __post_init__(self) -> None:
         low, high = self.colour_crop_sides
@@ -68,6 +73,8 @@ class LossConfig:
             raise ValueError(
                 f"colour crops need a weight >= 0 and 0 < sides <= 1, got {self.colour_crop_weight} and {self.colour_crop_sides}"
             )
+        if self.extra_content_weight < 0:
+            raise ValueError(f"extra_content_weight must be >= 0, got {self.extra_content_weight}")
 
     @property
     def layers(self) -> tuple[str, ...]:

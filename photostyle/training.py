@@ -10,7 +10,8 @@ look (slot 0) and ->c the content photo's look (slot 1):
               and the colours of the whole content photo ->s ~ the style photo's (and back):
               a crop need not hold all of a look's colours, a whole photo does; with
               colour_crop_weight, also of a random part of each whole photo (colours the net
-              was not fitted to, as on the photos a style is applied to)
+              was not fitted to, as on the photos a style is applied to); with extra content
+              photos (a sample of the user's collection), also of one of them ->s, in turn
     cycle     csc ~ c,  scs ~ s
     self      cc ~ c,   ss ~ s
 """
@@ -20,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,6 +99,7 @@ def train_pair(
     style: Image.Image,
     config: TrainConfig | Recipe | None = None,
     *,
+    extra_content: Sequence[Image.Image] = (),
     loss_weights: str | Path | None = None,
     device: str | None = None,
     progress: Progress | None = None,
@@ -106,14 +108,16 @@ def train_pair(
 
     ``config``: a :class:`TrainConfig` (resolved here), or a :class:`Recipe` resolved elsewhere
     (a batch driver), used as is; then ``loss_weights`` is the local file of the recipe's loss
-    network weights, when they are a file, and ``device`` where to train. ``progress`` is called
-    after every iteration."""
+    network weights, when they are a file, and ``device`` where to train. ``extra_content``: more
+    photos the style is for (a sample of the user's collection), whose colours it is also asked
+    to move to the style photo's (``LossConfig.extra_content_weight``); the content photo's look
+    does not see them. ``progress`` is called after every iteration."""
     recipe, run = _plan(config or TrainConfig(), None, loss_weights, device, progress)
     if recipe.mode != "pair":
         raise ValueError(f"a recipe for new styles on base {recipe.base} cannot train a pair: use train_style")
     torch.manual_seed(recipe.seed)
     net = StyleNet(recipe.net, num_styles=2)
-    return _train(net, content, style, recipe, run, trainable=list(net.parameters()))
+    return _train(net, content, style, extra_content, recipe, run, trainable=list(net.parameters()))
 
 
 def train_style(
@@ -122,13 +126,14 @@ def train_style(
     style: Image.Image,
     config: TrainConfig | Recipe | None = None,
     *,
+    extra_content: Sequence[Image.Image] = (),
     loss_weights: str | Path | None = None,
     device: str | None = None,
     progress: Progress | None = None,
 ) -> StylePair:
     """Learn two new styles on a frozen ``base``: only norm (gamma, beta) parameters are trained.
 
-    ``config`` as for :func:`train_pair`; a recipe must name this base. The returned pair carries
+    ``config`` and ``extra_content`` as for :func:`train_pair`; a recipe must name this base. The returned pair carries
     ``base`` itself; its tensors are never modified.
     """
     recipe, run = _plan(config or TrainConfig(), base, loss_weights, device, progress)
@@ -142,7 +147,7 @@ def train_style(
         p.requires_grad_(False)
     for p in norms:
         p.requires_grad_(True)
-    pair = _train(net, content, style, recipe, run, trainable=norms)
+    pair = _train(net, content, style, extra_content, recipe, run, trainable=norms)
     return dataclasses.replace(pair, base=base)
 
 
@@ -209,6 +214,7 @@ def _train(
     net: StyleNet,
     content: Image.Image,
     style: Image.Image,
+    extra_content: Sequence[Image.Image],
     recipe: Recipe,
     run: _Run,
     *,
@@ -228,6 +234,7 @@ def _train(
     directions = colour_directions(losses.colour_directions).to(dev)
     c_whole = _prepare(content, sched.colour_side, dev).contiguous(memory_format=fmt)
     s_whole = _prepare(style, sched.colour_side, dev).contiguous(memory_format=fmt)
+    extras = [_prepare(photo, sched.colour_side, dev).contiguous(memory_format=fmt) for photo in extra_content]
     colours_s, colours_c = sorted_projections(s_full, directions), sorted_projections(c_full, directions)
     norms = {id(p) for p in _norm_parameters(net)}
     optimizer = torch.optim.Adam(
@@ -261,7 +268,8 @@ def _train(
                 + style_loss({n: f[1:] for n, f in out.items()}, grams_c, losses.style_layers),
                 "colour": colour_loss(net(c_whole, STYLE), colours_s, directions)
                 + colour_loss(net(s_whole, REVERSE), colours_c, directions)
-                + _crop_colour_loss(net, c_whole, s_whole, colours_s, colours_c, directions, losses, gen),
+                + _crop_colour_loss(net, c_whole, s_whole, colours_s, colours_c, directions, losses, gen)
+                + _extra_colour_loss(net, extras, it, colours_s, directions, losses),
                 "cycle": cycle_loss(csc, c) + cycle_loss(scs, s),
                 "self": self_loss(cc, c) + self_loss(ss, s),
             }
@@ -308,6 +316,22 @@ def _crop_colour_loss(
     return losses.colour_crop_weight * (
         colour_loss(net(crops[0], STYLE), colours_s, directions) + colour_loss(net(crops[1], REVERSE), colours_c, directions)
     )
+
+
+def _extra_colour_loss(
+    net: StyleNet,
+    extras: Sequence[torch.Tensor],
+    iteration: int,
+    colours_s: torch.Tensor,
+    directions: torch.Tensor,
+    losses: LossConfig,
+) -> torch.Tensor | float:
+    """The colour term ->s on this iteration's extra content photo (each in turn), at its share
+    of the colour weight: the look asked of the photos it is for, not only of the content photo."""
+    if not extras or losses.extra_content_weight == 0:
+        return 0.0
+    photo = extras[(iteration - 1) % len(extras)]
+    return losses.extra_content_weight * colour_loss(net(photo, STYLE), colours_s, directions)
 
 
 def _scaled_crop(x: torch.Tensor, sides: tuple[float, float], gen: torch.Generator) -> torch.Tensor:

@@ -102,11 +102,12 @@ class EvalPair:
     content: str
     style: str
     reference: str | None = None
+    extra_content: tuple[str, ...] = ()
 
     @property
     def row(self) -> Row:
         """The row as ``train`` takes it."""
-        return Row(self.name, self.content, self.style)
+        return Row(self.name, self.content, self.style, self.extra_content)
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,7 @@ def load_pairs(pairs_uri: str) -> list[EvalPair]:
 
 def _pair(row: Row, reference: str | None) -> EvalPair:
     # Absolute like the row's photos, so that tasks on any node read the same file.
-    return EvalPair(row.name, row.content, row.style, uri_of(*filesystem(reference)) if reference else None)
+    return EvalPair(row.name, row.content, row.style, uri_of(*filesystem(reference)) if reference else None, row.extra_content)
 
 
 def train_styles(pairs: Sequence[EvalPair], job: TrainJob, *, gpus_per_task: float | None = None) -> dict[str, StyleRef]:
@@ -217,28 +218,34 @@ def stylize_contents(
     return outputs
 
 
-def cross_applications(pairs: Sequence[EvalPair], trained_on: Mapping[str, str]) -> list[Application]:
+def cross_applications(pairs: Sequence[EvalPair], trained_on: Mapping[str, frozenset[str]]) -> list[Application]:
     """Every pair's style on every other pair's content photo that it was not trained on, in
-    pair order; ``trained_on``: each pair's style's training content photo (sha256, as its
-    meta records it). Photos are told apart by their bytes, not their URIs: a benchmark may hold
-    one photo under two names (dpst-dev's contents 3 and 4, 11 and 12), and a style scored on
-    its own training photo would count as a photo it never saw."""
+    pair order; ``trained_on``: the sha256 of each pair's style's training content photo and
+    extra content photos, as its meta records them. Photos are told apart by their bytes, not
+    their URIs: a benchmark may hold one photo under two names (dpst-dev's contents 3 and 4, 11
+    and 12), and a style scored on a photo it was trained on would count as one it never saw."""
     digests = {uri: hashlib.sha256(read_bytes(uri)).hexdigest() for uri in dict.fromkeys(p.content for p in pairs)}
     applications = []
     for p in pairs:
         for q in pairs:
             if q is p:
                 continue
-            if digests[q.content] == trained_on[p.name]:
-                log.info("cross: %s's content photo %s is the photo %s's style was trained on: not applied", q.name, q.content, p.name)
+            if digests[q.content] in trained_on[p.name]:
+                log.info("cross: %s's content photo %s is a photo %s's style was trained on: not applied", q.name, q.content, p.name)
                 continue
             applications.append(Application(p, q))
     return applications
 
 
-def trained_on(catalog: Catalog, refs: Mapping[str, StyleRef]) -> dict[str, str]:
-    """Each pair's style's training content photo (sha256), from its meta."""
-    return {name: catalog.style_meta(ref)["content"]["sha256"] for name, ref in refs.items()}
+def trained_on(catalog: Catalog, refs: Mapping[str, StyleRef]) -> dict[str, frozenset[str]]:
+    """The sha256 of each pair's style's training content photo and extra content photos, from
+    its meta."""
+    photos = {}
+    for name, ref in refs.items():
+        meta = catalog.style_meta(ref)
+        extras = [photo["sha256"] for photo in meta.get("extra_content") or []]
+        photos[name] = frozenset([meta["content"]["sha256"], *extras])
+    return photos
 
 
 def stylize_cross(

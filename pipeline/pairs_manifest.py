@@ -1,6 +1,7 @@
 """The pairs manifest: ``train``'s input, one style to train per row (``content``, ``style`` photo
-URIs and the style ``name``). It is validated whole before any training starts, so a typo in row
-900 does not surface after hours of work.
+URIs and the style ``name``; optionally ``extra_content``, a list of more photo URIs per row: a
+sample of the collection the style is for). It is validated whole before any training starts, so
+a typo in row 900 does not surface after hours of work.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pipeline.manifests import ManifestError
 from pipeline.names import InvalidName, validate_name
 from pipeline.storage import filesystem
 
-__all__ = ["PAIRS_SCHEMA", "read_pairs"]
+__all__ = ["EXTRA_CONTENT_COLUMN", "MAX_EXTRA_CONTENT", "PAIRS_SCHEMA", "extra_content", "read_pairs"]
 
 PAIRS_SCHEMA = pa.schema(
     [
@@ -23,12 +24,18 @@ PAIRS_SCHEMA = pa.schema(
     ]
 )
 
+EXTRA_CONTENT_COLUMN = "extra_content"  # optional: list<string>, null or [] where a row has none
+# Training asks the look of one extra photo per iteration, in turn (150 in lite): more than this
+# would go unseen, and each is read and held for the whole training.
+MAX_EXTRA_CONTENT = 64
+
 
 def read_pairs(uri: str) -> pa.Table:
     """Read and validate a pairs manifest. Extra columns are kept (and ignored by ``train``).
 
     Refused, naming the file and row (counted from 1): missing required columns, non-string
-    columns, no rows, empty values, invalid or duplicate names."""
+    columns, no rows, empty values, invalid or duplicate names, and an ``extra_content`` column
+    that is not a list of strings or has an empty one, or more than ``MAX_EXTRA_CONTENT``."""
     fs, path = filesystem(uri)
     try:
         table = pq.read_table(path, filesystem=fs)
@@ -68,7 +75,29 @@ def read_pairs(uri: str) -> pa.Table:
         if name in first_row:
             raise ManifestError(f"{row(i)}: duplicate name {name!r} (first at row {first_row[name] + 1})")
         first_row[name] = i
+    if EXTRA_CONTENT_COLUMN in table.column_names:
+        _check_extra_content(table, uri)
     return table
+
+
+def extra_content(table: pa.Table) -> list[list[str]]:
+    """Each row's extra content photo URIs, as given (``[]`` where it has none or no column)."""
+    if EXTRA_CONTENT_COLUMN not in table.column_names:
+        return [[] for _ in range(table.num_rows)]
+    return [list(uris or []) for uris in table[EXTRA_CONTENT_COLUMN].to_pylist()]
+
+
+def _check_extra_content(table: pa.Table, uri: str) -> None:
+    column_type = table.schema.field(EXTRA_CONTENT_COLUMN).type
+    is_list = pa.types.is_list(column_type) or pa.types.is_large_list(column_type)
+    if not is_list or not _is_string_like(column_type.value_type):
+        raise ManifestError(f"pairs manifest {uri}: column {EXTRA_CONTENT_COLUMN!r} must hold lists of strings, not {column_type}")
+    for i, photos in enumerate(extra_content(table)):
+        where = f"pairs manifest {uri}: row {i + 1} of {table.num_rows}"
+        if len(photos) > MAX_EXTRA_CONTENT:
+            raise ManifestError(f"{where}: {len(photos)} extra content photos, at most {MAX_EXTRA_CONTENT}")
+        if any(not photo for photo in photos):
+            raise ManifestError(f"{where}: an empty URI in {EXTRA_CONTENT_COLUMN!r}")
 
 
 def _is_string_like(t: pa.DataType) -> bool:

@@ -43,7 +43,7 @@ from pipeline.catalog import Catalog, CatalogError, StyleNotFound, StyleRef
 from pipeline.manifests import STATUS_ERROR, STATUS_OK, ManifestError
 from pipeline.names import InvalidName, validate_name
 from pipeline.outputs import new_run_id
-from pipeline.pairs_manifest import read_pairs
+from pipeline.pairs_manifest import extra_content, read_pairs
 from pipeline.progress import ProgressView, RowProgress, RowReporter, start_board
 from pipeline.published import REVERSE_SUFFIX, check_pair_names, load_base, publish_pair
 from pipeline.ray_runtime import NodeLocalPath, cluster_has_gpus, ensure_ray, refuse_node_local
@@ -89,6 +89,7 @@ class Row:
     name: str
     content: str
     style: str
+    extra_content: tuple[str, ...] = ()  # more photos the style is for (pairs_manifest.EXTRA_CONTENT_COLUMN)
 
 
 @dataclass(frozen=True)
@@ -151,8 +152,10 @@ def load_rows(pairs_uri: str) -> list[Row]:
                 f"{where}: style {name!r} publishes {reverse!r}, which is also the name of row {first_row[reverse] + 1}"
             )
     return [
-        Row(name, _absolute(content), _absolute(style))
-        for name, content, style in zip(names, table["content"].to_pylist(), table["style"].to_pylist())
+        Row(name, _absolute(content), _absolute(style), tuple(_absolute(uri) for uri in extras))
+        for name, content, style, extras in zip(
+            names, table["content"].to_pylist(), table["style"].to_pylist(), extra_content(table)
+        )
     ]
 
 
@@ -326,11 +329,15 @@ def train_row(row: Row, job: TrainJob, board: Any = None) -> RowResult:
     try:
         catalog = Catalog(job.store)
         content_bytes, style_bytes = read_bytes(row.content), read_bytes(row.style)
+        extra_bytes = [read_bytes(uri) for uri in row.extra_content]
         provenance: dict[str, Any] = {
             "pair": row.name,
             "mode": job.recipe.mode,
             "content": {"uri": row.content, "sha256": hashlib.sha256(content_bytes).hexdigest()},
             "style": {"uri": row.style, "sha256": hashlib.sha256(style_bytes).hexdigest()},
+            "extra_content": [
+                {"uri": uri, "sha256": hashlib.sha256(data).hexdigest()} for uri, data in zip(row.extra_content, extra_bytes)
+            ],
             "train_run": job.run_id,
         }
         if job.vgg_weights:
@@ -350,13 +357,14 @@ def train_row(row: Row, job: TrainJob, board: Any = None) -> RowResult:
             log.info("%s: %s", row.name, note)
         content = decode(content_bytes, name=row.content).image
         style = decode(style_bytes, name=row.style).image
+        extras = [decode(data, name=uri).image for uri, data in zip(row.extra_content, extra_bytes)]
         weights = fetch_weights(job.vgg_weights) if job.vgg_weights else None
         progress = RowReporter(board, row.name) if board is not None else None
         if job.base is None:
-            pair = train_pair(content, style, job.recipe, loss_weights=weights, progress=progress)
+            pair = train_pair(content, style, job.recipe, extra_content=extras, loss_weights=weights, progress=progress)
         else:
             base = load_base(catalog, job.base)
-            pair = train_style(base, content, style, job.recipe, loss_weights=weights, progress=progress)
+            pair = train_style(base, content, style, job.recipe, extra_content=extras, loss_weights=weights, progress=progress)
         base_id, refs = publish_pair(catalog, row.name, pair, provenance)
         return RowResult(row.name, STATUS_OK, time.perf_counter() - start, base=base_id, styles=tuple(refs), note=note)
     except Exception as exc:  # noqa: BLE001 -- a row's failure is its result, whatever it is
@@ -389,6 +397,8 @@ def training_change(meta: dict[str, Any], provenance: dict[str, Any], recipe: Re
     for kind in ("content", "style"):
         if (meta.get(kind) or {}).get("sha256") != provenance[kind]["sha256"]:
             return f"{kind} photo changed"
+    if _digests(meta.get("extra_content")) != _digests(provenance.get("extra_content")):
+        return "extra content photos changed"
     recorded = meta.get("recipe")
     if not isinstance(recorded, dict):
         return "recipe changed (none recorded)"
@@ -397,6 +407,11 @@ def training_change(meta: dict[str, Any], provenance: dict[str, Any], recipe: Re
         shown = ", ".join(differences[:3]) + (f" and {len(differences) - 3} more" if len(differences) > 3 else "")
         return f"recipe changed ({shown})"
     return None
+
+
+def _digests(photos: Any) -> list[Any]:
+    """The sha256 of each recorded extra content photo, in order (none recorded: none)."""
+    return [photo.get("sha256") if isinstance(photo, dict) else photo for photo in photos or []]
 
 
 def _differences(old: Any, new: Any, path: str = "") -> list[str]:

@@ -284,9 +284,30 @@ def test_cross_leaves_out_a_photo_that_is_a_styles_own_training_photo_under_anot
         EvalPair("three", uris["b"], uris["a"]),
     ]
     digest = {name: hashlib.sha256(Path(uri).read_bytes()).hexdigest() for name, uri in uris.items()}
-    trained_on = {"one": digest["a"], "two": digest["a"], "three": digest["b"]}
+    trained_on = {"one": frozenset([digest["a"]]), "two": frozenset([digest["a"]]), "three": frozenset([digest["b"]])}
     assert [(a.style_pair.name, a.photo_pair.name) for a in cross_applications(pairs, trained_on)] == [
         ("one", "three"), ("two", "three"), ("three", "one"), ("three", "two"),
+    ]  # fmt: skip
+
+
+def test_cross_leaves_out_the_photos_a_style_had_as_extra_content(tmp_path: Path) -> None:
+    from pipeline.evaluation import EvalPair, cross_applications, trained_on
+
+    uris = {n: str(tmp_path / f"{n}.png") for n in (1, 2, 3)}
+    for n, uri in uris.items():
+        Path(uri).write_bytes(content(n).read_bytes())
+    digest = {n: hashlib.sha256(Path(uri).read_bytes()).hexdigest() for n, uri in uris.items()}
+    pairs = [EvalPair(f"p{n}", uris[n], uris[n]) for n in (1, 2, 3)]
+    metas = {
+        "p1": {"content": {"sha256": digest[1]}, "extra_content": [{"uri": uris[2], "sha256": digest[2]}]},
+        "p2": {"content": {"sha256": digest[2]}},  # recorded before extra content existed
+        "p3": {"content": {"sha256": digest[3]}, "extra_content": []},
+    }
+    catalog = type("Metas", (), {"style_meta": lambda self, ref: metas[ref]})()
+    photos = trained_on(catalog, {name: name for name in metas})
+    assert photos == {"p1": frozenset([digest[1], digest[2]]), "p2": frozenset([digest[2]]), "p3": frozenset([digest[3]])}
+    assert [(a.style_pair.name, a.photo_pair.name) for a in cross_applications(pairs, photos)] == [
+        ("p1", "p3"), ("p2", "p1"), ("p2", "p3"), ("p3", "p1"), ("p3", "p2"),
     ]  # fmt: skip
 
 

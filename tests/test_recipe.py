@@ -45,6 +45,14 @@ DEFAULT_RECIPE_DIGESTS = {
         ("paper", "vgg19"): "bab59c5844bfe61fb9675b1aafd33c9554792cb4b6bf3ef35e10f0a1781a7ef4",
         ("paper", "vgg16"): "d38a43b00b9716603c5dfe8263f8a8c8a937bbed1f7f49f2cb734b7d8e969c21",
     },
+    3: {  # every preset: the colour term on extra content photos (extra_content_weight 3)
+        ("lite", "vgg19"): "214a8cc2972ac2ecb8ee5e4ac732b7207ed931a6d416b8b2dce136c0aaf9e0fa",
+        ("lite", "vgg16"): "0408bdcb819dc6f2f195f620127bf5cb8fbef0a1ebdd64bfb75c1e35ce7667e9",
+        ("lite-cells", "vgg19"): "a57415c5cbfb064bc8d01de8c2bee49f333e2116200bd54f5e6dd6867269effc",
+        ("lite-cells", "vgg16"): "ef844889e567db72505c083298fc1c9a59d62ac03ad1c0c50a04bfd25568cbbe",
+        ("paper", "vgg19"): "403b32160eb5089d6b5ce9b4c75087c9d9a6213dffd69b7b8b0d56ffdbe00c37",
+        ("paper", "vgg16"): "91fed24dc53996d9db7bb01febd5e4f011d8a8faab1ceed0aedf8480493ec269",
+    },
 }
 
 PLUMBING = TrainConfig(iterations=2, crop=32, train_side=48, colour_side=32, loss_net="vgg16", loss_weights="random")
@@ -112,7 +120,7 @@ def test_the_loss_defaults_and_the_algorithm_version_are_in_the_recipe(monkeypat
     assert before.algorithm_version == ALGORITHM_VERSION
     monkeypatch.setattr("photostyle.recipe.ALGORITHM_VERSION", ALGORITHM_VERSION + 1)
     assert TrainConfig().resolve().algorithm_version == ALGORITHM_VERSION + 1
-    for field in ("content_weight", "style_weight", "cycle_weight", "self_weight", "colour_directions", "colour_crop_weight"):
+    for field in ("content_weight", "style_weight", "cycle_weight", "self_weight", "colour_directions", "colour_crop_weight", "extra_content_weight"):
         own = dataclasses.replace(before.loss, **{field: _changed(getattr(before.loss, field))})
         assert TrainConfig(loss=own).resolve().loss == own != before.loss
 

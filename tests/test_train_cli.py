@@ -162,6 +162,34 @@ def test_rerun_skips_until_photos_settings_or_force_change(
     assert versions(local_store) == {"sunset": "v3", "sunset.reverse": "v3"}
 
 
+def test_extra_content_photos_are_recorded_retrain_when_their_bytes_change_and_fail_their_row_by_name(
+    ray_session: None, tmp_path: Path, local_store: str, photos: dict[str, str]
+) -> None:
+    extra = tmp_path / "extra.png"
+    shutil.copy(photos["content2"], extra)
+    columns = {"content": [photos["content1"]], "style": [photos["style1"]], "name": ["sunset"], "extra_content": [[str(extra)]]}
+    pairs = str(tmp_path / "pairs.parquet")
+    pq.write_table(pa.table(columns), pairs)
+    first = results(train("--pairs", pairs, "--store", local_store, *FAST, "--json"))["sunset"]
+    assert first["status"] == "ok"
+    meta = load_style(Catalog(local_store), "sunset").meta
+    assert meta["extra_content"] == [{"uri": str(extra), "sha256": sha256(extra)}]
+    assert results(train("--pairs", pairs, "--store", local_store, *FAST, "--json"))["sunset"]["status"] == "skipped"
+
+    shutil.copy(photos["style2"], extra)  # the same URI, other bytes
+    again = results(train("--pairs", pairs, "--store", local_store, *FAST, "--json"))["sunset"]
+    assert again["status"] == "ok" and again["note"] == "retrained: extra content photos changed"
+    without = write_pairs(str(tmp_path / "without.parquet"), [(photos["content1"], photos["style1"], "sunset")])
+    dropped = results(train("--pairs", without, "--store", local_store, *FAST, "--json"))["sunset"]
+    assert dropped["note"] == "retrained: extra content photos changed"
+
+    pq.write_table(pa.table({**columns, "extra_content": [[str(tmp_path / "gone.png")]]}), pairs)
+    gone = train("--pairs", pairs, "--store", local_store, *FAST, "--json")
+    assert gone.exit_code == 1
+    assert results(gone)["sunset"]["error"] == f"{tmp_path / 'gone.png'}: no such object"
+    assert versions(local_store) == {"sunset": "v3", "sunset.reverse": "v3"}
+
+
 def test_style_mode_trains_new_styles_on_a_bit_identical_base(
     ray_session: None, tmp_path: Path, local_store: str, photos: dict[str, str]
 ) -> None:

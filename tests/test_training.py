@@ -78,6 +78,18 @@ def test_lite_asks_its_look_of_crops_of_the_photos_too_and_the_crops_change_what
         dataclasses.replace(without, colour_crop_weight=-1.0)
 
 
+def test_extra_content_photos_are_asked_the_look_too(photos, pair):
+    extras = [open_rgb(content(n), 128) for n in (4, 5)]
+    with_extras = train_pair(*photos, PLUMBING, extra_content=extras)
+    assert with_extras.report.history[0]["colour"] > pair.report.history[0]["colour"]  # the same start, one term more
+    assert not torch.equal(with_extras.style.tensors["head.photo_norm.gamma"], pair.style.tensors["head.photo_norm.gamma"])
+    unweighted = dataclasses.replace(PLUMBING.resolve().loss, extra_content_weight=0.0)
+    silent = train_pair(*photos, dataclasses.replace(PLUMBING, loss=unweighted), extra_content=extras)
+    assert silent.report.history == pair.report.history  # the photos reach training through that term alone
+    with pytest.raises(ValueError, match="extra_content_weight must be >= 0"):
+        dataclasses.replace(unweighted, extra_content_weight=-1.0)
+
+
 def test_bad_settings_are_refused(photos):
     with pytest.raises(ValueError, match="unknown preset 'big'"):
         train_pair(*photos, TrainConfig(preset="big"))
