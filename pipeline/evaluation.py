@@ -221,20 +221,31 @@ def stylize_contents(
 def cross_applications(pairs: Sequence[EvalPair], trained_on: Mapping[str, frozenset[str]]) -> list[Application]:
     """Every pair's style on every other pair's content photo that it was not trained on, in
     pair order; ``trained_on``: the sha256 of each pair's style's training content photo and
-    extra content photos, as its meta records them. Photos are told apart by their bytes, not
-    their URIs: a benchmark may hold one photo under two names (dpst-dev's contents 3 and 4, 11
-    and 12), and a style scored on a photo it was trained on would count as one it never saw."""
+    extra content photos, as its meta records them. Photos are told apart by their bytes and by
+    their pixels, not their URIs: a benchmark may hold one photo under two names (dpst-dev's
+    contents 3 and 4, 11 and 12) or saved twice (9 and 22, 21 and 24), and a style scored on a
+    photo it was trained on would count as one it never saw."""
+    uris = dict.fromkeys([*(p.content for p in pairs), *(uri for p in pairs for uri in p.extra_content)])
     digests = {uri: hashlib.sha256(read_bytes(uri)).hexdigest() for uri in dict.fromkeys(p.content for p in pairs)}
+    pixels = {uri: pixel_digest(uri) for uri in uris}
     applications = []
     for p in pairs:
+        seen = {pixels[uri] for uri in (p.content, *p.extra_content)}
         for q in pairs:
             if q is p:
                 continue
-            if digests[q.content] in trained_on[p.name]:
+            if digests[q.content] in trained_on[p.name] or pixels[q.content] in seen:
                 log.info("cross: %s's content photo %s is a photo %s's style was trained on: not applied", q.name, q.content, p.name)
                 continue
             applications.append(Application(p, q))
     return applications
+
+
+def pixel_digest(uri: str) -> str:
+    """sha256 of a photo's size and decoded RGB pixels: the same photo saved twice (another
+    encoder, other metadata) has one."""
+    image = _open(uri)
+    return hashlib.sha256(f"{image.width}x{image.height}:".encode() + image.tobytes()).hexdigest()
 
 
 def trained_on(catalog: Catalog, refs: Mapping[str, StyleRef]) -> dict[str, frozenset[str]]:

@@ -290,6 +290,30 @@ def test_cross_leaves_out_a_photo_that_is_a_styles_own_training_photo_under_anot
     ]  # fmt: skip
 
 
+def test_cross_tells_photos_apart_by_their_pixels_not_their_bytes(tmp_path: Path) -> None:
+    """dpst-dev holds contents 21 and 24 (and 9 and 22) as one photo saved twice, with other bytes."""
+    from pipeline.evaluation import EvalPair, cross_applications
+
+    paths = {name: tmp_path / f"{name}.png" for name in ("a", "a-again", "b", "b-again", "c")}
+    for name, n in (("a", 1), ("b", 2), ("c", 3)):
+        Image.open(content(n)).convert("RGB").save(paths[name], compress_level=6)
+    for name in ("a", "b"):
+        Image.open(paths[name]).save(paths[f"{name}-again"], compress_level=1)
+        assert paths[f"{name}-again"].read_bytes() != paths[name].read_bytes()
+    uri = {name: str(path) for name, path in paths.items()}
+    pairs = [
+        EvalPair("one", uri["a"], uri["b"]),
+        EvalPair("two", uri["a-again"], uri["b"]),  # pair one's photo, saved again
+        EvalPair("three", uri["c"], uri["a"], extra_content=(uri["b-again"],)),  # pair four's photo, saved again
+        EvalPair("four", uri["b"], uri["a"]),
+    ]
+    trained_on = {p.name: frozenset([hashlib.sha256(Path(p.content).read_bytes()).hexdigest()]) for p in pairs}
+    assert [(a.style_pair.name, a.photo_pair.name) for a in cross_applications(pairs, trained_on)] == [
+        ("one", "three"), ("one", "four"), ("two", "three"), ("two", "four"),
+        ("three", "one"), ("three", "two"), ("four", "one"), ("four", "two"), ("four", "three"),
+    ]  # fmt: skip
+
+
 def test_cross_leaves_out_the_photos_a_style_had_as_extra_content(tmp_path: Path) -> None:
     from pipeline.evaluation import EvalPair, cross_applications, trained_on
 

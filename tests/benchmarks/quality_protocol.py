@@ -17,7 +17,6 @@ collection"); ``eval --cross`` then leaves those photos out of its applications.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import os
 import platform
@@ -27,6 +26,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from pipeline.evaluation import pixel_digest
 
 log = logging.getLogger("quality_protocol")
 
@@ -53,11 +54,11 @@ def _cpu() -> str:
 
 
 def distinct_contents(dpst: Path, numbers: range) -> list[str]:
-    """The content photos of those pairs, each once by its bytes (3/4 and 11/12 are one photo)."""
+    """The content photos of those pairs, each once by its pixels (3/4 and 11/12 are one photo)."""
     photos: dict[str, str] = {}
     for n in numbers:
         path = dpst / "content" / f"{n}.png"
-        photos.setdefault(hashlib.sha256(path.read_bytes()).hexdigest(), str(path))
+        photos.setdefault(pixel_digest(str(path)), str(path))
     return list(photos.values())
 
 
