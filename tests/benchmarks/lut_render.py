@@ -17,7 +17,8 @@ then on content.jpg (3056x2292, 7 MP) measures:
 - **exactness**: max and mean absolute pixel difference between ``lut`` at each ``--sizes`` and
   the net on every pixel with the same working-side statistics (run in row chunks: with the
   statistics replayed every pixel's result depends on its colour alone);
-- **quality**: structure / style_swd / affine_res of ``lut`` and ``guided`` (pipeline.quality);
+- **quality**: structure / style_swd / affine_res of ``lut``, ``guided`` and ``full`` (the net on
+  every pixel, in tiles that share the whole photo's statistics) (pipeline.quality);
 - **.cube fidelity**: the style exported as a ``.cube`` fitted on content.jpg, applied to the ten
   dpst-dev content photos it was not fitted on, vs the net's own ``lut`` render of each: CIEDE2000
   mean and 95th percentile.
@@ -323,7 +324,9 @@ def main() -> None:
         result["speedup_lut_over_guided"] = round(result["end_to_end_guided_s"] / result["end_to_end_lut_s"], 2)  # type: ignore[operator]
         result["lut_steps_s"] = lut_steps(lut, path)
         if not args.no_quality:
-            result["quality"] = {name: {k: round(v, 4) for k, v in metrics(content, style, s(content)).items()} for name, s in (("lut", lut), ("guided", guided))}
+            full = Stylizer(pair.base, pair.style, render="full")
+            renders = (("lut", lut), ("guided", guided), ("full", full))
+            result["quality"] = {name: {k: round(v, 4) for k, v in metrics(content, style, s(content)).items()} for name, s in renders}
         result["lut_vs_every_pixel_same_statistics_255ths"] = _exactness(lut, content, args.sizes)
         if not args.no_quality:
             result["cube_fidelity_ciede2000_on_10_dpst_dev_photos"] = cube_fidelity(pair, content, args.working_side)
