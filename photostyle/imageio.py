@@ -35,6 +35,7 @@ __all__ = [
     "ImageDecodeError",
     "Photo",
     "decode",
+    "downscale",
     "encode",
     "read",
     "to_image",
@@ -147,6 +148,17 @@ def encode(
     buf = io.BytesIO()
     bare.save(buf, format=fmt, **options)
     return buf.getvalue()
+
+
+def downscale(image: Image.Image, side: int) -> Image.Image:
+    """``image`` as RGB with its long side at most ``side`` (an 8-bit box filter: each pixel the
+    area average of those it covers); itself, converted, when it is no larger."""
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    scale = side / max(image.size)
+    if scale >= 1:
+        return image
+    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BOX)
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:

@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 
 from photostyle import device as devices
-from photostyle.imageio import to_tensor
+from photostyle.imageio import downscale, to_tensor
 from photostyle.losses import (
     LossConfig,
     colour_directions,
@@ -110,8 +110,8 @@ def train_pair(
     (a batch driver), used as is; then ``loss_weights`` is the local file of the recipe's loss
     network weights, when they are a file, and ``device`` where to train. ``extra_content``: more
     photos the style is for (a sample of the user's collection), whose colours it is also asked
-    to move to the style photo's (``LossConfig.extra_content_weight``); the content photo's look
-    does not see them. ``progress`` is called after every iteration."""
+    to move to the style photo's (``LossConfig.extra_content_weight``), seen with their long side
+    at the schedule's ``colour_side``; the content photo's look does not see them. ``progress`` is called after every iteration."""
     recipe, run = _plan(config or TrainConfig(), None, loss_weights, device, progress)
     if recipe.mode != "pair":
         raise ValueError(f"a recipe for new styles on base {recipe.base} cannot train a pair: use train_style")
@@ -193,13 +193,7 @@ def _start_from_colour_statistics(net: StyleNet, content: torch.Tensor, style: t
 
 def _prepare(image: Image.Image, side: int, dev: torch.device) -> torch.Tensor:
     """RGB photo -> (1, 3, H, W) tensor with long side <= ``side`` (area-averaged downscale)."""
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    scale = side / max(image.size)
-    if scale < 1:
-        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        image = image.resize(size, Image.Resampling.BOX)
-    return to_tensor(image).unsqueeze(0).to(dev)
+    return to_tensor(downscale(image, side)).unsqueeze(0).to(dev)
 
 
 def _random_crop(x: torch.Tensor, crop: int, gen: torch.Generator) -> torch.Tensor:

@@ -50,7 +50,7 @@ from pipeline.published import load_style
 from pipeline.quality import METRICS, as_rgb_array, metrics
 from pipeline.ray_runtime import ensure_ray
 from pipeline.storage import filesystem, join, read_bytes, uri_of, write_atomic
-from pipeline.training_jobs import Row, TrainJob, load_rows, run_rows
+from pipeline.training_jobs import Row, TrainJob, extra_content_digests, load_rows, run_rows
 
 __all__ = [
     "CROSS_SHEETS_DIR",
@@ -226,26 +226,28 @@ def cross_applications(pairs: Sequence[EvalPair], trained_on: Mapping[str, froze
     contents 3 and 4, 11 and 12) or saved twice (9 and 22, 21 and 24), and a style scored on a
     photo it was trained on would count as one it never saw."""
     uris = dict.fromkeys([*(p.content for p in pairs), *(uri for p in pairs for uri in p.extra_content)])
-    digests = {uri: hashlib.sha256(read_bytes(uri)).hexdigest() for uri in dict.fromkeys(p.content for p in pairs)}
-    pixels = {uri: pixel_digest(uri) for uri in uris}
+    digests = {uri: photo_digests(uri) for uri in uris}  # each photo read once: (bytes, pixels)
     applications = []
     for p in pairs:
-        seen = {pixels[uri] for uri in (p.content, *p.extra_content)}
+        seen = {digests[uri][1] for uri in (p.content, *p.extra_content)}
         for q in pairs:
             if q is p:
                 continue
-            if digests[q.content] in trained_on[p.name] or pixels[q.content] in seen:
+            by_bytes, by_pixels = digests[q.content]
+            if by_bytes in trained_on[p.name] or by_pixels in seen:
                 log.info("cross: %s's content photo %s is a photo %s's style was trained on: not applied", q.name, q.content, p.name)
                 continue
             applications.append(Application(p, q))
     return applications
 
 
-def pixel_digest(uri: str) -> str:
-    """sha256 of a photo's size and decoded RGB pixels: the same photo saved twice (another
-    encoder, other metadata) has one."""
-    image = _open(uri)
-    return hashlib.sha256(f"{image.width}x{image.height}:".encode() + image.tobytes()).hexdigest()
+def photo_digests(uri: str) -> tuple[str, str]:
+    """sha256 of a photo's bytes (what a style's meta records), and of its size and decoded RGB
+    pixels (one for the same photo saved twice, by another encoder or with other metadata)."""
+    data = read_bytes(uri)
+    image = decode(data, name=uri).image
+    pixels = hashlib.sha256(f"{image.width}x{image.height}:".encode() + image.tobytes()).hexdigest()
+    return hashlib.sha256(data).hexdigest(), pixels
 
 
 def trained_on(catalog: Catalog, refs: Mapping[str, StyleRef]) -> dict[str, frozenset[str]]:
@@ -254,8 +256,7 @@ def trained_on(catalog: Catalog, refs: Mapping[str, StyleRef]) -> dict[str, froz
     photos = {}
     for name, ref in refs.items():
         meta = catalog.style_meta(ref)
-        extras = [photo["sha256"] for photo in meta.get("extra_content") or []]
-        photos[name] = frozenset([meta["content"]["sha256"], *extras])
+        photos[name] = frozenset([meta["content"]["sha256"], *extra_content_digests(meta)]) - {None}
     return photos
 
 

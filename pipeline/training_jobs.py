@@ -37,7 +37,7 @@ from fsspec.implementations.local import LocalFileSystem
 from ray.exceptions import RayError
 
 from photostyle import LossNetUnavailable, Recipe, TrainConfig, preset_of, train_pair, train_style
-from photostyle.imageio import ImageDecodeError, decode
+from photostyle.imageio import ImageDecodeError, decode, downscale
 from photostyle.weights import WeightsError
 from pipeline.catalog import Catalog, CatalogError, StyleNotFound, StyleRef
 from pipeline.manifests import STATUS_ERROR, STATUS_OK, ManifestError
@@ -58,6 +58,7 @@ __all__ = [
     "SettingsError",
     "TrainJob",
     "check_names_in_store",
+    "extra_content_digests",
     "fetch_weights",
     "load_rows",
     "plan_job",
@@ -357,7 +358,11 @@ def train_row(row: Row, job: TrainJob, board: Any = None) -> RowResult:
             log.info("%s: %s", row.name, note)
         content = decode(content_bytes, name=row.content).image
         style = decode(style_bytes, name=row.style).image
-        extras = [decode(data, name=uri).image for uri, data in zip(row.extra_content, extra_bytes)]
+        # Training sees extra photos only at the colour side: each is shrunk as it is decoded, so a
+        # row's 64 large photos are never all held at full size (the result is the same).
+        side = job.recipe.schedule.colour_side
+        extras = [downscale(decode(data, name=uri).image, side) for uri, data in zip(row.extra_content, extra_bytes)]
+        del extra_bytes
         weights = fetch_weights(job.vgg_weights) if job.vgg_weights else None
         progress = RowReporter(board, row.name) if board is not None else None
         if job.base is None:
@@ -397,7 +402,7 @@ def training_change(meta: dict[str, Any], provenance: dict[str, Any], recipe: Re
     for kind in ("content", "style"):
         if (meta.get(kind) or {}).get("sha256") != provenance[kind]["sha256"]:
             return f"{kind} photo changed"
-    if _digests(meta.get("extra_content")) != _digests(provenance.get("extra_content")):
+    if extra_content_digests(meta) != extra_content_digests(provenance):
         return "extra content photos changed"
     recorded = meta.get("recipe")
     if not isinstance(recorded, dict):
@@ -409,9 +414,14 @@ def training_change(meta: dict[str, Any], provenance: dict[str, Any], recipe: Re
     return None
 
 
-def _digests(photos: Any) -> list[Any]:
-    """The sha256 of each recorded extra content photo, in order (none recorded: none)."""
-    return [photo.get("sha256") if isinstance(photo, dict) else photo for photo in photos or []]
+def extra_content_digests(meta: dict[str, Any]) -> list[str | None]:
+    """The sha256 of each extra content photo a style's meta (or a row's provenance) records, in
+    order; none recorded (styles from before the column): none. A malformed record gives
+    ``None`` entries, which match no photo: the row is retrained, never skipped on a guess."""
+    photos = meta.get("extra_content") or []
+    if not isinstance(photos, list):
+        return [None]
+    return [photo.get("sha256") if isinstance(photo, dict) and isinstance(photo.get("sha256"), str) else None for photo in photos]
 
 
 def _differences(old: Any, new: Any, path: str = "") -> list[str]:

@@ -325,7 +325,7 @@ def test_cross_leaves_out_the_photos_a_style_had_as_extra_content(tmp_path: Path
     metas = {
         "p1": {"content": {"sha256": digest[1]}, "extra_content": [{"uri": uris[2], "sha256": digest[2]}]},
         "p2": {"content": {"sha256": digest[2]}},  # recorded before extra content existed
-        "p3": {"content": {"sha256": digest[3]}, "extra_content": []},
+        "p3": {"content": {"sha256": digest[3]}, "extra_content": [5, {"sha256": None}, ["x"]]},  # tampered
     }
     catalog = type("Metas", (), {"style_meta": lambda self, ref: metas[ref]})()
     photos = trained_on(catalog, {name: name for name in metas})

@@ -190,6 +190,17 @@ def test_extra_content_photos_are_recorded_retrain_when_their_bytes_change_and_f
     assert versions(local_store) == {"sunset": "v3", "sunset.reverse": "v3"}
 
 
+def test_a_malformed_extra_content_record_retrains_and_none_recorded_is_none() -> None:
+    recipe = TrainConfig(preset="lite", loss_net="vgg16", loss_weights="random").resolve()
+    photo = {"uri": "a.png", "sha256": "0" * 64}
+    provenance = {"content": photo, "style": photo, "extra_content": []}
+    meta = {"content": photo, "style": photo, "recipe": recipe.to_dict()}  # from before the column
+    assert training_jobs.training_change(meta, provenance, recipe) is None
+    for tampered in ("x", [7], [{"sha256": ["0" * 64]}], {"sha256": "0" * 64}):
+        sample = {**provenance, "extra_content": [photo]}
+        assert training_jobs.training_change({**meta, "extra_content": tampered}, sample, recipe) == "extra content photos changed"
+
+
 def test_style_mode_trains_new_styles_on_a_bit_identical_base(
     ray_session: None, tmp_path: Path, local_store: str, photos: dict[str, str]
 ) -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.evaluation import pixel_digest
+from pipeline.evaluation import photo_digests
 
 log = logging.getLogger("quality_protocol")
 
@@ -58,7 +58,7 @@ def distinct_contents(dpst: Path, numbers: range) -> list[str]:
     photos: dict[str, str] = {}
     for n in numbers:
         path = dpst / "content" / f"{n}.png"
-        photos.setdefault(pixel_digest(str(path)), str(path))
+        photos.setdefault(photo_digests(str(path))[1], str(path))
     return list(photos.values())
 
 
