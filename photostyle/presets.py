@@ -14,9 +14,10 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
-__all__ = ["NetConfig", "Schedule", "Preset", "PRESETS", "get_preset", "preset_of"]
+__all__ = ["GlobalStep", "NetConfig", "Schedule", "Preset", "PRESETS", "get_preset", "preset_of"]
 
 Head = Literal["rgb", "affine", "lut"]
+GlobalStep = Literal["channels", "covariance"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,10 @@ class NetConfig:
     # "rgb": the net paints pixels; "affine": it predicts colour transforms shared per cell;
     # "lut": it predicts colour transforms shared per colour over the whole photo
     head: Head = "rgb"
+    # affine and lut heads: the global colour step before the local maps. "channels": each RGB
+    # channel gets the style's mean and spread (Reinhard in RGB); "covariance": the colours get
+    # its mean and whole covariance (linear optimal transport, photostyle.transport)
+    global_step: GlobalStep = "channels"
     affine_cell: int = 1  # affine head: side in pixels of the cells its colour maps are smoothed over
     affine_bins: int = 1  # affine head: brightness levels a cell keeps apart (1: plain cell averages)
     affine_level_floor: float = 0.05  # affine head: share of the whole cell every level also averages over
@@ -98,9 +103,10 @@ PRESETS: dict[str, Preset] = {
         colour_weight=10.0,
     ),
     # half lite-cells' iterations: with the colour term on crops it transfers as much to unseen
-    # photos in 150 as in 300, and a pair trains in about 3 minutes on 2 cores (docs/quality.md)
+    # photos in 150 as in 300, and a pair trains in about 3 minutes on 2 cores; the global step
+    # with whole covariances moves photos the style never saw further (docs/quality.md)
     "lite": Preset(
-        dataclasses.replace(_LITE_NET, head="lut", lut_levels=(8, 6, 6)),
+        dataclasses.replace(_LITE_NET, head="lut", lut_levels=(8, 6, 6), global_step="covariance"),
         dataclasses.replace(_LITE_SCHEDULE, iterations=150),
         colour_weight=30.0,
         colour_crop_weight=1.0,

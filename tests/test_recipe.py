@@ -53,6 +53,14 @@ DEFAULT_RECIPE_DIGESTS = {
         ("paper", "vgg19"): "403b32160eb5089d6b5ce9b4c75087c9d9a6213dffd69b7b8b0d56ffdbe00c37",
         ("paper", "vgg16"): "91fed24dc53996d9db7bb01febd5e4f011d8a8faab1ceed0aedf8480493ec269",
     },
+    4: {  # lite: the global step with whole colour covariances (global_step "covariance"); a new net field
+        ("lite", "vgg19"): "a4684ee87940e440a65d8557edc59d9c70f8711e1bac25a21e39fd7e18d85441",
+        ("lite", "vgg16"): "6ee8ced5e53ee2a9e19f64d925939edbae86532b42c99a2c6951f8dccad019ee",
+        ("lite-cells", "vgg19"): "dddaf8ab2821b142e56123043613ee9de74f69560c531f95d361ba0feed45f51",
+        ("lite-cells", "vgg16"): "ab76dc183d87b95d6469f349a4d140d7bc3680873ebf6aced82a87612c3ab94b",
+        ("paper", "vgg19"): "af5f3af48246ee2d8215178cbd55322f218c6fde4f2afab7599b05fef83e566c",
+        ("paper", "vgg16"): "fca322814aa11fcf8410230f889c9c2bf92c83ffae07a042ec50977a463abbb9",
+    },
 }
 
 PLUMBING = TrainConfig(iterations=2, crop=32, train_side=48, colour_side=32, loss_net="vgg16", loss_weights="random")
