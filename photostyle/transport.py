@@ -90,11 +90,14 @@ class ColourTransportNorm(ConditionalInstanceNorm2d):
         self.gamma = torch.nn.Parameter(torch.eye(3).repeat(num_styles, 1, 1))
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        mean, covariance = self._statistics(lambda: colour_moments(x), x.device)
-        factor = self.gamma[style].double()
-        transport = transport_matrix(covariance.to(x.device), factor @ factor.transpose(1, 2)).to(x.dtype)
-        shifted = x - mean.to(x.dtype)
-        return torch.einsum("bij,bjhw->bihw", transport, shifted) + self.beta[style][:, :, None, None].to(x.dtype)
+        # In float32 whatever the autocast: these are the photo's own colours, and a covariance
+        # of millions of pixels summed in bf16 would be off by a percent.
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.float()
+            mean, covariance = self._statistics(lambda: colour_moments(x), x.device)
+            factor = self.gamma[style].double()
+            transport = transport_matrix(covariance, factor @ factor.transpose(1, 2)).float()
+            return torch.einsum("bij,bjhw->bihw", transport, x - mean) + self.beta[style][:, :, None, None].float()
 
     @torch.no_grad()
     def start_at(self, slot: int, photo: torch.Tensor) -> None:

@@ -118,3 +118,16 @@ def test_recorded_architectures_name_a_known_global_step_on_a_head_that_has_one(
         config_from_record({**lut, "head": "rgb", "global_step": "covariance"})
     with pytest.raises(ArchitectureError, match="arch.global_step: expected a str"):
         config_from_record({**lut, "global_step": 1})
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_under_bf16_autocast_it_matches_cpu_in_float32():
+    photo, look = _photo(11, COOL, (96, 128)), _photo(12, WARM)
+    norm = ColourTransportNorm(num_styles=1)
+    norm.start_at(0, look)
+    want = norm(photo, STYLE)
+    norm = norm.cuda()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        got = norm(photo.cuda(), STYLE.cuda())
+    assert got.dtype == torch.float32
+    assert torch.allclose(got.cpu(), want, atol=1e-4)
