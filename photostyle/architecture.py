@@ -153,6 +153,9 @@ def _compare(expected: Signature, tensors: Mapping[str, torch.Tensor], what: str
                 f"{what} tensor {name}: shape {list(shape)} {dtype} does not fit the architecture, "
                 f"which builds {list(want_shape)} {want_dtype}"
             )
+        # A NaN or infinity would only surface later, as every photo failing somewhere deep in the net.
+        if tensors[name].is_floating_point() and not bool(torch.isfinite(tensors[name]).all()):
+            raise ArchitectureError(f"{what} tensor {name}: holds NaN or infinite values")
 
 
 def _is_int(value: Any) -> bool:

@@ -188,6 +188,24 @@ def test_a_style_that_does_not_fit_its_base_is_refused(published: tuple[str, str
         check_style_tensors(pair.base.config, tensors)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_style_holding_nan_or_infinity_is_refused_by_name(published: tuple[str, str], pair, bad: float) -> None:
+    """Its checksums recorded anew, as a forger would: only the values can tell."""
+    store, _ = published
+    catalog = Catalog(store)
+    ref = catalog.resolve("look")
+    norm = Path(store) / "styles" / "look" / "v1" / "norm.safetensors"
+    tensors, _ = loads(norm.read_bytes())
+    name = "head.photo_norm.gamma"
+    tensors[name] = tensors[name].clone()
+    tensors[name].view(-1)[1] = bad
+    forged = dumps(tensors)
+    norm.write_bytes(forged)
+    edit_json(norm.with_name("meta.json"), lambda m: m.update(sha256=hashlib.sha256(forged).hexdigest(), size=len(forged)))
+    with pytest.raises(CatalogError, match=rf"style {ref.spec} .*: style tensor {name}: holds NaN or infinite values"):
+        load_style(catalog, "look")
+
+
 # ---- 4: the base id is the tensors' digest, checked on every load and before reuse -----------------
 def forge_base(store: str, base_id: str) -> None:
     """Change one number of the base's tensors and record the new file's sha256 and size, as
