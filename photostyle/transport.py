@@ -101,8 +101,10 @@ class ColourTransportNorm(ConditionalInstanceNorm2d):
 
     @torch.no_grad()
     def start_at(self, slot: int, photo: torch.Tensor) -> None:
-        """Make style ``slot`` carry any photo to ``photo``'s colour mean and covariance."""
+        """Make style ``slot`` carry any photo to ``photo``'s colour mean and (floored) covariance.
+        Floored as every photo's is, so the look starts at full rank: a black-and-white photo's
+        covariance has rank one, and a factor of rank one keeps it under every gradient step,
+        so such a look could never learn a colour."""
         mean, covariance = colour_moments(photo)
-        unfloored = covariance[0] - PHOTO_COVARIANCE_FLOOR * torch.eye(3, dtype=covariance.dtype, device=covariance.device)
-        self.gamma[slot] = symmetric_sqrt(unfloored).to(self.gamma)
+        self.gamma[slot] = symmetric_sqrt(covariance[0]).to(self.gamma)
         self.beta[slot] = mean[0, :, 0, 0].to(self.beta)

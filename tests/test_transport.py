@@ -35,10 +35,13 @@ def test_a_photo_gets_the_look_photo_s_colour_mean_and_covariance():
     norm.start_at(0, look)
     out = norm(photo, STYLE)
     assert torch.allclose(colour_moments(out)[0], colour_moments(look)[0], atol=1e-5)
-    # Exactly, up to the floor every photo covariance gets (what keeps flat photos from exploding):
-    # T P T = S - floor T T, for the transport T from the floored photo covariance P + floor to S.
-    transport = transport_matrix(colour_moments(photo)[1], _covariance(look))
-    assert torch.allclose(_covariance(out) + PHOTO_COVARIANCE_FLOOR * transport @ transport, _covariance(look), atol=1e-6)
+    # Exactly, up to the floor both covariances get (what keeps flat photos from exploding):
+    # T P T = S - floor T T, for the transport T from the floored photo covariance P + floor to the
+    # look's floored S.
+    transport = transport_matrix(colour_moments(photo)[1], colour_moments(look)[1])
+    assert torch.allclose(
+        _covariance(out) + PHOTO_COVARIANCE_FLOOR * transport @ transport, colour_moments(look)[1], atol=1e-6
+    )
     assert torch.allclose(_covariance(out), _covariance(look), atol=0.001)
     off_diagonal = _covariance(look)[0] - torch.diag(torch.diag(_covariance(look)[0]))
     assert off_diagonal.abs().max() > 20 * PHOTO_COVARIANCE_FLOOR  # the correlations were matched, not just the spreads
@@ -131,3 +134,20 @@ def test_on_cuda_under_bf16_autocast_it_matches_cpu_in_float32():
         got = norm(photo.cuda(), STYLE.cuda())
     assert got.dtype == torch.float32
     assert torch.allclose(got.cpu(), want, atol=1e-4)
+
+
+def test_a_look_started_at_a_black_and_white_photo_can_still_learn_colour():
+    """R = G = B gives a covariance of rank one; a factor of rank one keeps that rank under any
+    gradient, so the look must start from the floored covariance, which has full rank."""
+    grey = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(13)).repeat(1, 3, 1, 1)
+    colourful, photo = _photo(14, WARM), _photo(15, COOL)
+    norm = ColourTransportNorm(num_styles=1)
+    norm.start_at(0, grey)
+    optimiser = torch.optim.Adam(norm.parameters(), lr=1e-2)
+    for _ in range(300):
+        optimiser.zero_grad()
+        (_covariance(norm(photo, STYLE)) - _covariance(colourful)).square().sum().backward()
+        optimiser.step()
+    learnt = torch.linalg.eigvalsh(_covariance(norm(photo, STYLE)))[0, 0]
+    wanted = torch.linalg.eigvalsh(_covariance(colourful))[0, 0]
+    assert learnt > 0.25 * wanted  # without the floor: about 1e-11, for ever
