@@ -44,7 +44,6 @@ LIMITS: dict[str, int | tuple[int, ...]] = {
 }
 MAX_PARAMETERS = 8_000_000  # 32 MB of float32; the paper's base has 1.7 M
 _HEADS = ("rgb", "affine", "lut")
-_GLOBAL_STEPS = ("channels", "covariance")
 Signature = dict[str, tuple[tuple[int, ...], torch.dtype]]  # tensor name -> shape, dtype
 _MINIMUM = {"lut_levels": 2}  # a colour table needs two levels per axis; every other size is >= 1
 
@@ -93,12 +92,6 @@ def _meta_net(config: NetConfig) -> StyleNet:
     once its sizes are known to be within bounds."""
     if config.head not in _HEADS:
         raise ArchitectureError(f"arch.head: {config.head!r} is not one of {', '.join(_HEADS)}")
-    if config.global_step not in _GLOBAL_STEPS:
-        raise ArchitectureError(f"arch.global_step: {config.global_step!r} is not one of {', '.join(_GLOBAL_STEPS)}")
-    if config.global_step != "channels" and config.head == "rgb":
-        raise ArchitectureError(
-            f"arch.global_step: {config.global_step!r} needs the affine or lut head (the rgb head has no global step)"
-        )
     if config.outer_kernel % 2 == 0:
         raise ArchitectureError(f"arch.outer_kernel: {config.outer_kernel} is even; outer kernels are odd")
     for name, limit in LIMITS.items():

@@ -2,8 +2,8 @@
 
 For a style on the ``lut`` head (:class:`photostyle.network.LUTHead`) the net's result at a pixel
 is, once the photo's whole-photo statistics are fixed, a function of that pixel's colour alone:
-``photo_norm`` is an affine map of RGB set by the photo's colour mean and spread (or covariance),
-and the colour maps are read from the photo's colour table at the pixel's own Lab colour. So the statistics are
+``photo_norm`` is a per-channel affine map with the photo's mean and spread, and the colour maps
+are read from the photo's colour table at the pixel's own Lab colour. So the statistics are
 recorded on the photo at the working side (:func:`photostyle.norm.shared_statistics`), the net
 is run with them replayed on an RGB grid of ``size``\\ :sup:`3` colours (:func:`colour_table`),
 and that table is applied to the full-resolution 8-bit photo by Pillow's trilinear

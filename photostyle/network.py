@@ -20,8 +20,7 @@ from torch import nn
 from photostyle.colour import luma
 from photostyle.lut import ColourLUT, edge_aware_mean
 from photostyle.norm import ConditionalInstanceNorm2d
-from photostyle.presets import GlobalStep, NetConfig
-from photostyle.transport import ColourTransportNorm
+from photostyle.presets import NetConfig
 
 __all__ = ["StyleNet", "STRIDE"]
 
@@ -91,9 +90,7 @@ class AffineHead(nn.Module):
 
     First the photo is instance-normalised with this style's own (gamma, beta): each channel
     gets the style's mean and spread, which is Reinhard et al.'s colour transfer when (gamma,
-    beta) are a photo's colour statistics (training starts them there); with ``global_step``
-    "covariance" the colours get the style's whole colour covariance instead, by the linear
-    optimal transport (:class:`~photostyle.transport.ColourTransportNorm`). Instance-normalised
+    beta) are a photo's colour statistics (training starts them there). Instance-normalised
     features alone could not do this part: normalisation removes exactly the global brightness
     and cast that tell a noon sky from a night sky. Then a 3x4 transform per pixel, predicted
     from the features and that photo, recolours it locally: the output is a local affine
@@ -107,22 +104,10 @@ class AffineHead(nn.Module):
     Zero-initialised: a fresh network is the global transfer alone.
     """
 
-    def __init__(
-        self,
-        cin: int,
-        kernel: int,
-        num_styles: int,
-        *,
-        cell: int,
-        bins: int,
-        level_floor: float,
-        global_step: GlobalStep = "channels",
-    ) -> None:
+    def __init__(self, cin: int, kernel: int, num_styles: int, *, cell: int, bins: int, level_floor: float) -> None:
         super().__init__()
         self.cell, self.bins, self.level_floor = cell, bins, level_floor
-        self.photo_norm = (
-            ColourTransportNorm(num_styles) if global_step == "covariance" else ConditionalInstanceNorm2d(3, num_styles)
-        )
+        self.photo_norm = ConditionalInstanceNorm2d(3, num_styles)
         self.conv = ConvLayer(cin + 3, 12, kernel)
         nn.init.zeros_(self.conv.conv.weight)
         nn.init.zeros_(self.conv.conv.bias)
@@ -152,17 +137,9 @@ class LUTHead(AffineHead):
     """
 
     def __init__(
-        self,
-        cin: int,
-        kernel: int,
-        num_styles: int,
-        levels: tuple[int, int, int],
-        *,
-        chroma_range: float,
-        entry_floor: float,
-        global_step: GlobalStep = "channels",
+        self, cin: int, kernel: int, num_styles: int, levels: tuple[int, int, int], *, chroma_range: float, entry_floor: float
     ) -> None:
-        super().__init__(cin, kernel, num_styles, global_step=global_step, cell=1, bins=1, level_floor=0.0)
+        super().__init__(cin, kernel, num_styles, cell=1, bins=1, level_floor=0.0)
         self.lut = ColourLUT(levels, chroma_range=chroma_range, entry_floor=entry_floor)
 
     def share(self, coeffs: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
@@ -223,23 +200,11 @@ def _build_head(config: NetConfig, cin: int, num_styles: int) -> nn.Module:
     k = config.outer_kernel
     if config.head == "lut":
         return LUTHead(
-            cin,
-            k,
-            num_styles,
-            config.lut_levels,
-            global_step=config.global_step,
-            chroma_range=config.lut_chroma_range,
-            entry_floor=config.lut_entry_floor,
+            cin, k, num_styles, config.lut_levels, chroma_range=config.lut_chroma_range, entry_floor=config.lut_entry_floor
         )
     if config.head == "affine":
         return AffineHead(
-            cin,
-            k,
-            num_styles,
-            global_step=config.global_step,
-            cell=config.affine_cell,
-            bins=config.affine_bins,
-            level_floor=config.affine_level_floor,
+            cin, k, num_styles, cell=config.affine_cell, bins=config.affine_bins, level_floor=config.affine_level_floor
         )
     return RGBHead(cin, k)
 

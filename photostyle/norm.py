@@ -77,14 +77,6 @@ class ConditionalInstanceNorm2d(WholePhotoStatistics):
         beta = self.beta[style][:, :, None, None].to(x_hat.dtype)
         return torch.addcmul(beta, x_hat, gamma)
 
-    @torch.no_grad()
-    def start_at(self, slot: int, x: torch.Tensor) -> None:
-        """Make style ``slot`` give every input ``x``'s own per-channel mean and spread (``x``
-        ``(1, C, H, W)``): for a photo norm, Reinhard's transfer to that photo."""
-        var, mean = torch.var_mean(x.float(), dim=(0, 2, 3), correction=0)
-        self.gamma[slot] = var.sqrt().to(self.gamma)
-        self.beta[slot] = mean.to(self.beta)
-
 
 def _moments(x: torch.Tensor) -> Statistics:
     """Per-sample, per-channel (mean, variance), in float32."""

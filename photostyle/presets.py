@@ -14,10 +14,9 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
-__all__ = ["GlobalStep", "NetConfig", "Schedule", "Preset", "PRESETS", "get_preset", "preset_of"]
+__all__ = ["NetConfig", "Schedule", "Preset", "PRESETS", "get_preset", "preset_of"]
 
 Head = Literal["rgb", "affine", "lut"]
-GlobalStep = Literal["channels", "covariance"]
 
 
 @dataclass(frozen=True)
@@ -31,10 +30,6 @@ class NetConfig:
     # "rgb": the net paints pixels; "affine": it predicts colour transforms shared per cell;
     # "lut": it predicts colour transforms shared per colour over the whole photo
     head: Head = "rgb"
-    # affine and lut heads: the global colour step before the local maps. "channels": each RGB
-    # channel gets the style's mean and spread (Reinhard in RGB); "covariance": the colours get
-    # its mean and whole covariance (linear optimal transport, photostyle.transport)
-    global_step: GlobalStep = "channels"
     affine_cell: int = 1  # affine head: side in pixels of the cells its colour maps are smoothed over
     affine_bins: int = 1  # affine head: brightness levels a cell keeps apart (1: plain cell averages)
     affine_level_floor: float = 0.05  # affine head: share of the whole cell every level also averages over
@@ -95,15 +90,6 @@ class Preset:
 
 _LITE_NET = NetConfig(channels=(16, 32, 64), residual_blocks=3, outer_kernel=5)
 _LITE_SCHEDULE = Schedule(iterations=300, crop=128, train_side=384, colour_side=192)
-# half lite-cells' iterations: with the colour term on crops it transfers as much to unseen
-# photos in 150 as in 300, and a pair trains in about 3 minutes on 2 cores; the global step
-# with whole covariances moves photos the style never saw further (docs/quality.md)
-_LITE = Preset(
-    dataclasses.replace(_LITE_NET, head="lut", lut_levels=(8, 6, 6), global_step="covariance"),
-    dataclasses.replace(_LITE_SCHEDULE, iterations=150),
-    colour_weight=30.0,
-    colour_crop_weight=1.0,
-)
 
 PRESETS: dict[str, Preset] = {
     "paper": Preset(
@@ -111,10 +97,14 @@ PRESETS: dict[str, Preset] = {
         Schedule(iterations=2000, crop=256, train_side=512, colour_side=256),
         colour_weight=10.0,
     ),
-    "lite": _LITE,
-    # lite of algorithm versions 2 and 3, each RGB channel's mean and spread on its own: the
-    # preset of the lite bases published then, so they keep getting new styles
-    "lite-channels": dataclasses.replace(_LITE, net=dataclasses.replace(_LITE.net, global_step="channels")),
+    # half lite-cells' iterations: with the colour term on crops it transfers as much to unseen
+    # photos in 150 as in 300, and a pair trains in about 3 minutes on 2 cores (docs/quality.md)
+    "lite": Preset(
+        dataclasses.replace(_LITE_NET, head="lut", lut_levels=(8, 6, 6)),
+        dataclasses.replace(_LITE_SCHEDULE, iterations=150),
+        colour_weight=30.0,
+        colour_crop_weight=1.0,
+    ),
     # lite before colour tables: transfers more, but may paint light into flat skies (README, Quality)
     "lite-cells": Preset(
         dataclasses.replace(_LITE_NET, head="affine", affine_cell=32, affine_bins=8), _LITE_SCHEDULE, colour_weight=10.0

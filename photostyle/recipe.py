@@ -26,7 +26,7 @@ from photostyle.presets import NetConfig, Schedule, get_preset, preset_of
 
 __all__ = ["ALGORITHM_VERSION", "Recipe", "TrainConfig"]
 
-ALGORITHM_VERSION = 4
+ALGORITHM_VERSION = 3
 """Bump this whenever the code trains a different style from the same recipe and photos (a new
 loss, an initialisation, a changed default): recipes then differ, and ``train`` retrains styles
 made under the old version. tests/test_recipe.py holds each preset's default recipe digest per

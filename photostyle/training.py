@@ -178,15 +178,17 @@ def _norm_parameters(net: StyleNet) -> list[torch.nn.Parameter]:
 
 
 def _start_from_colour_statistics(net: StyleNet, content: torch.Tensor, style: torch.Tensor) -> None:
-    """Start each look's photo norm at its photo's colour statistics, so that training starts
-    from a global colour transfer (Reinhard et al.'s, or the linear optimal transport with
-    ``global_step="covariance"``) that is already self- and cycle-consistent, and learns the
-    local part."""
+    """Start each look's photo norm at its photo's colour mean and spread, so that training
+    starts from a global colour transfer (Reinhard et al.) that is already self- and
+    cycle-consistent, and learns the local part."""
     photo_norm = getattr(net.head, "photo_norm", None)
     if photo_norm is None:
         return
-    for slot, photo in ((STYLE, style), (REVERSE, content)):
-        photo_norm.start_at(slot, photo)
+    with torch.no_grad():
+        for slot, photo in ((STYLE, style), (REVERSE, content)):
+            var, mean = torch.var_mean(photo.float(), dim=(0, 2, 3), correction=0)
+            photo_norm.gamma[slot] = var.sqrt()
+            photo_norm.beta[slot] = mean
 
 
 def _prepare(image: Image.Image, side: int, dev: torch.device) -> torch.Tensor:

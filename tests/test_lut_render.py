@@ -26,8 +26,7 @@ def young_style(preset: str = "lite", seed: int = 1):
     with torch.no_grad():
         weight = net.head.conv.conv.weight
         weight.copy_(torch.randn(weight.shape, generator=g) * 0.01)
-        spread, gamma = torch.tensor([0.25, 0.2, 0.15]), net.head.photo_norm.gamma
-        gamma.copy_(torch.diag(spread) if gamma.ndim == 3 else spread)  # a covariance step's gamma is 3 x 3
+        net.head.photo_norm.gamma.copy_(torch.tensor([[0.25, 0.2, 0.15]]))
         net.head.photo_norm.beta.copy_(torch.tensor([[0.55, 0.45, 0.35]]))
     base, styles = split_net(net)
     return base, styles[0]
@@ -103,13 +102,7 @@ def test_strength_blends_toward_the_photo(render):
     assert np.array_equal(render_at[1], pixels(Stylizer(base, style, render=render, working_side=64)(image)))
     halfway = (render_at[1] + pixels(image)) / 2
     assert np.abs(render_at[1] - pixels(image)).mean() > 10
-    off = np.abs(render_at[0.5] - halfway)
-    if render == "lut":
-        # Exact at grid colours; between them, where the table leaves [0, 1], interpolating the
-        # clipped table the blend uses differs a little from clipping the interpolated result.
-        assert off.max() <= 4 and (off > 1.5).mean() < 0.01
-    else:
-        assert off.max() <= 1.5  # rounding of the result and of the blend
+    assert np.abs(render_at[0.5] - halfway).max() <= 1.5  # rounding of the result and of the blend
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), "0.5", True])

@@ -53,17 +53,6 @@ DEFAULT_RECIPE_DIGESTS = {
         ("paper", "vgg19"): "403b32160eb5089d6b5ce9b4c75087c9d9a6213dffd69b7b8b0d56ffdbe00c37",
         ("paper", "vgg16"): "91fed24dc53996d9db7bb01febd5e4f011d8a8faab1ceed0aedf8480493ec269",
     },
-    4: {  # lite: the global step with whole colour covariances (global_step "covariance"), lite-channels the
-        # lite before it; every preset: a new net field
-        ("lite", "vgg19"): "a4684ee87940e440a65d8557edc59d9c70f8711e1bac25a21e39fd7e18d85441",
-        ("lite", "vgg16"): "6ee8ced5e53ee2a9e19f64d925939edbae86532b42c99a2c6951f8dccad019ee",
-        ("lite-channels", "vgg19"): "72e1a3ec7ca8a53f7db9e444a5c13c401bb43cf55df4c65f4e3074bfc153f2f8",
-        ("lite-channels", "vgg16"): "7cb3b894dd62a4b8162ea9a6170ff35429f361dca5dc3dea5275d8a3962d9912",
-        ("lite-cells", "vgg19"): "dddaf8ab2821b142e56123043613ee9de74f69560c531f95d361ba0feed45f51",
-        ("lite-cells", "vgg16"): "ab76dc183d87b95d6469f349a4d140d7bc3680873ebf6aced82a87612c3ab94b",
-        ("paper", "vgg19"): "af5f3af48246ee2d8215178cbd55322f218c6fde4f2afab7599b05fef83e566c",
-        ("paper", "vgg16"): "fca322814aa11fcf8410230f889c9c2bf92c83ffae07a042ec50977a463abbb9",
-    },
 }
 
 PLUMBING = TrainConfig(iterations=2, crop=32, train_side=48, colour_side=32, loss_net="vgg16", loss_weights="random")
@@ -236,15 +225,3 @@ def test_a_new_style_takes_its_bases_preset_and_refuses_another():
     odd = split_net(StyleNet(dataclasses.replace(get_preset("lite").net, residual_blocks=1), num_styles=1))[0]
     with pytest.raises(ValueError, match="matches no preset"):
         TrainConfig().resolve(base=odd)
-
-
-def test_lite_bases_published_before_the_covariance_step_keep_getting_new_styles():
-    """A version-3 lite base records no global_step: it reads as the per-channel step, which is
-    the lite-channels preset, so `train --mode style` finds its preset (and its schedule)."""
-    recorded = json.loads(get_preset("lite").net.to_json())
-    del recorded["global_step"]
-    config = NetConfig.from_dict(recorded)
-    assert config == get_preset("lite-channels").net
-    base = split_net(StyleNet(config, num_styles=1))[0]
-    recipe = TrainConfig().resolve(base=base)
-    assert recipe.preset == "lite-channels" and recipe.schedule.iterations == get_preset("lite").schedule.iterations // 2
