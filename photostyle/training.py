@@ -111,7 +111,8 @@ def train_pair(
     network weights, when they are a file, and ``device`` where to train. ``extra_content``: more
     photos the style is for (a sample of the user's collection), whose colours it is also asked
     to move to the style photo's (``LossConfig.extra_content_weight``), seen with their long side
-    at the schedule's ``colour_side``; the content photo's look does not see them. ``progress`` is called after every iteration."""
+    at the schedule's ``colour_side``; the content photo's look does not see them. ``progress``
+    is called after every iteration."""
     recipe, run = _plan(config or TrainConfig(), None, loss_weights, device, progress)
     if recipe.mode != "pair":
         raise ValueError(f"a recipe for new styles on base {recipe.base} cannot train a pair: use train_style")

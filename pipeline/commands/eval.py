@@ -42,7 +42,10 @@ __all__ = ["eval_command"]
     "pairs_uri",
     metavar="URI",
     required=True,
-    help="Pairs manifest (Parquet: content, style, name; optional reference: an image to score alongside; optional extra_content, as for train).",
+    help=(
+        "Pairs manifest (Parquet: content, style, name; optional reference: an image to score alongside; "
+        "optional extra_content, as for train)."
+    ),
 )
 @store_option
 @click.option(

@@ -33,7 +33,14 @@ log = logging.getLogger(__name__)
 @click.command()
 @s3_timeout_options
 @click.option(
-    "--pairs", "pairs_uri", metavar="URI", required=True, help="Pairs manifest (Parquet: content, style, name; optional extra_content: a list of photo URIs, a sample of the collection the style is for)."
+    "--pairs",
+    "pairs_uri",
+    metavar="URI",
+    required=True,
+    help=(
+        "Pairs manifest (Parquet: content, style, name; optional extra_content: a list of photo URIs, "
+        "a sample of the collection the style is for)."
+    ),
 )
 @store_option
 @click.option(
